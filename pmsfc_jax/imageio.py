@@ -202,7 +202,7 @@ def atomic_write_bytes(path, data: bytes, before_rename: Optional[Callable[[], N
       os.fsync(f.fileno())
   if before_rename is not None:
     before_rename()
-  tmp.rename(path)
+  tmp.replace(path)  # Overwrites atomically (epath.rename refuses an existing target).
 
 
 def make_grid(images: np.ndarray, ncols: int, pad: int = 2) -> np.ndarray:
