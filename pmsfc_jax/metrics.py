@@ -90,7 +90,10 @@ def lpips(a: Array, b: Array, net: str = 'vgg', params: Optional[dict] = None) -
   a, b = _pair(a, b)
   if params is None:
     params = _lpips_params(net)
-  return lpips_model.lpips_distance(params, a * 2.0 - 1.0, b * 2.0 - 1.0, net)
+  return _lpips_distance(params, a * 2.0 - 1.0, b * 2.0 - 1.0, net)
+
+
+_lpips_distance = jax.jit(lpips_model.lpips_distance, static_argnums=3)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -338,6 +341,11 @@ def niqe(images, model: Union[NiqeModel, str, None] = None) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------
 
 
+_psnr_jit = jax.jit(psnr)
+_ssim_jit = jax.jit(ssim)
+_auc_jit = jax.jit(colorization_auc)
+
+
 def compute(names: Sequence[str], reference: Optional[Array], candidate: Array, signed: bool = False,
             niqe_model: Union[NiqeModel, str, None] = None) -> dict[str, np.ndarray]:
   """Several metrics at once: ``{name: (B,) values}``; ``signed=True`` for [-1, 1] inputs."""
@@ -354,7 +362,7 @@ def compute(names: Sequence[str], reference: Optional[Array], candidate: Array, 
       continue
     if ref is None:
       raise ValueError(f'metric {n} needs a reference image')
-    fn = {'psnr': psnr, 'ssim': ssim, 'auc': colorization_auc,
+    fn = {'psnr': _psnr_jit, 'ssim': _ssim_jit, 'auc': _auc_jit,
           'lpips_vgg': functools.partial(lpips, net='vgg'),
           'lpips_alex': functools.partial(lpips, net='alex')}[n]
     out[n] = np.asarray(fn(ref, cand))
