@@ -43,18 +43,19 @@ def small():
 
 
 @pytest.mark.parametrize('method', ['pmsfc', 'mganprior'])
-def test_in_domain_recovery(tiny_generator, method):
-  """Bound established here: 300 Adam steps at lr 0.05 take PSNR from ~9-10 dB to >= 20 dB (measured 22-25)."""
-  gen = tiny_generator
-  targets = gen(jax.random.normal(jax.random.key(1), (2, gen.config.z_dim)))
-  masks = _partition(4, gen.feature_shape(LAYER)[-1])
-  cfg = _config(method, iterations=300, chunk_size=150, num_codes=3 if method == 'pmsfc' else 12)
+def test_in_domain_recovery(small, method):
+  """Bound established here (16x16, R=3 x K=4 / N=12 codes): 300 Adam steps at lr 0.05 take PSNR from
+  ~8-9 dB to >= 22 dB and >= initial + 12 dB (measured 24.8-28.5 dB, see docs/inversion.md)."""
+  gen, masks, targets = small
+  targets = targets[:2]
+  cfg = _config(method, iterations=300, chunk_size=300, num_codes=4 if method == 'pmsfc' else 12)
   cfg0 = _config(method, iterations=0, num_codes=cfg.num_codes)
   init = inversion.invert(gen, None, targets, masks, cfg0, jax.random.key(3))
   res = inversion.invert(gen, None, targets, masks, cfg, jax.random.key(3))
   p0, p1 = _psnr(init.images, targets), _psnr(res.images, targets)
-  assert np.all(p1 >= 20.0), (p0, p1)
-  assert np.all(p1 >= p0 + 10.0), (p0, p1)
+  print(method, "PSNR initial", p0, "final", p1)
+  assert np.all(p1 >= 22.0), (p0, p1)
+  assert np.all(p1 >= p0 + 12.0), (p0, p1)
   hist = np.asarray(res.loss_history)
   assert hist.shape == (2, 300) and np.isfinite(hist).all()
   assert np.all(hist[:, -1] < 0.1 * hist[:, 0])
@@ -78,16 +79,17 @@ def test_batch_independence(small, method):
 
 def test_run_steps_in_chunks_equals_one_run(small):
   gen, masks, targets = small
-  cfg = _config(iterations=12)
+  cfg = _config(iterations=12)  # History buffer longer than the 8 steps run.
   key = jax.random.key(5)
   a = inversion.init_state(gen, None, targets, masks, cfg, key)
-  a = inversion.run_steps(gen, None, a, targets, masks, cfg, 5)
-  a = inversion.run_steps(gen, None, a, targets, masks, cfg, 7)
+  a = inversion.run_steps(gen, None, a, targets, masks, cfg, 4)
+  a = inversion.run_steps(gen, None, a, targets, masks, cfg, 4)
   b = inversion.init_state(gen, None, targets, masks, cfg, key)
-  b = inversion.run_steps(gen, None, b, targets, masks, cfg, 12)
+  b = inversion.run_steps(gen, None, b, targets, masks, cfg, 8)
   chex.assert_trees_all_close(a, b, atol=1e-6)
-  np.testing.assert_array_equal(np.asarray(a.step), 12)
-  assert np.isfinite(np.asarray(a.loss_history)).all()
+  np.testing.assert_array_equal(np.asarray(a.step), 8)
+  assert np.isnan(np.asarray(a.loss_history)[:, 8:]).all()
+  assert np.isfinite(np.asarray(a.loss_history)[:, :8]).all()
 
 
 def test_single_key_is_folded_per_image(small):
@@ -112,7 +114,7 @@ def _task_inputs(gen, targets, task, cfg):
 @pytest.mark.parametrize('task', ['colorize', 'super_resolve', 'inpaint'])
 def test_task_objective_improves(small, task):
   gen, masks, gt = small
-  cfg = _config('pmsfc', task, iterations=60, chunk_size=60, factor=4, downsample='area')
+  cfg = _config('pmsfc', task, iterations=40, chunk_size=40, factor=4, downsample='area')
   x, known = _task_inputs(gen, gt[:2], task, cfg)
   cfg0 = _config('pmsfc', task, iterations=0, factor=4, downsample='area')
   init = inversion.invert(gen, None, x, masks, cfg0, jax.random.key(2), aux=known)
@@ -134,7 +136,7 @@ def test_task_objective_improves(small, task):
 @pytest.mark.parametrize('case', ['zero_init', 'extreme_weights', 'zero_target'])
 def test_no_nans(small, case):
   gen, masks, targets = small
-  cfg = _config(iterations=10, init='zeros' if case == 'zero_init' else 'normal')
+  cfg = _config(iterations=4, init='zeros' if case == 'zero_init' else 'normal')
   if case == 'zero_target':
     targets = jnp.zeros_like(targets)
   state = inversion.init_state(gen, None, targets, masks, cfg, jax.random.key(0))
@@ -144,7 +146,7 @@ def test_no_nans(small, case):
     w[:, :, 1] = -40.0   # tanh sums cancel exactly where K = 3 gives (1, -1, w2 = +-40).
     w[:, :, 2] = np.where(np.arange(w.shape[-1]) % 2, 40.0, -40.0)
     state = state.replace(weights=jnp.asarray(w))
-  state = inversion.run_steps(gen, None, state, targets, masks, cfg, 10)
+  state = inversion.run_steps(gen, None, state, targets, masks, cfg, 4)
   res = inversion.finalize(gen, state, targets, masks, cfg)
   for leaf in jax.tree_util.tree_leaves(res):
     assert np.isfinite(np.asarray(leaf)).all(), case
