@@ -83,7 +83,7 @@ def image_metrics(reference: np.ndarray, candidate: np.ndarray, lpips_net=None) 
   a01, b01 = (np.asarray(reference) + 1) / 2, (np.clip(np.asarray(candidate), -1, 1) + 1) / 2
   m = {'psnr': np.asarray(metrics.psnr(a01, b01)), 'ssim': np.asarray(metrics.ssim(a01, b01))}
   if lpips_net is not None:
-    m['lpips'] = np.asarray(metrics.lpips(lpips_net, reference, np.clip(candidate, -1, 1)))
+    m['lpips'] = np.asarray(metrics.lpips(a01, b01, net=lpips_net))
   return m
 
 

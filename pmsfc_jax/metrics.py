@@ -18,6 +18,7 @@ shard them); NIQE is NumPy (MATLAB semantics, not differentiable).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Optional, Sequence, Union
@@ -80,12 +81,30 @@ def _lpips_params(net: str):
   return lpips_model.load_lpips_params(net)
 
 
-def lpips(a: Array, b: Array, net: str = 'vgg', params: Optional[dict] = None) -> Array:
+@dataclasses.dataclass
+class LpipsModel:
+  """An LPIPS network with its weights (``net`` static, ``params`` pytree leaves): pass to ``lpips``."""
+  net: str
+  params: dict
+
+
+jax.tree_util.register_dataclass(LpipsModel, data_fields=['params'], meta_fields=['net'])
+
+
+def load_lpips(net: str = 'vgg') -> LpipsModel:
+  """LPIPS v0.1 'vgg' or 'alex' with the shipped weights (read once per process)."""
+  net = lpips_model.check_net(net)
+  return LpipsModel(net, _lpips_params(net))
+
+
+def lpips(a: Array, b: Array, net: Union[str, LpipsModel] = 'vgg', params: Optional[dict] = None) -> Array:
   """LPIPS v0.1 distance for images in [0, 1] (mapped to the network's [-1, 1]); (B,).
 
-  ``params`` defaults to the shipped weights of ``net`` (loaded once; pass them explicitly to close
-  over nothing large when jitting).
+  ``net``: 'vgg', 'alex' or an ``LpipsModel`` from ``load_lpips`` (jit-friendly: its params are
+  leaves). ``params`` defaults to the shipped weights of ``net`` (loaded once).
   """
+  if isinstance(net, LpipsModel):
+    net, params = net.net, net.params
   net = lpips_model.check_net(net)
   a, b = _pair(a, b)
   if params is None:

@@ -209,3 +209,12 @@ def test_niqe_errors(tmp_path, monkeypatch):
   monkeypatch.setenv(metrics.NIQE_MODEL_ENV, str(tmp_path / 'nope.mat'))
   with pytest.raises(FileNotFoundError, match='nope.mat does not exist'):
     metrics.load_niqe_model()
+
+
+def test_lpips_model_object_under_jit(lpips_images):
+  r, p0, _ = map(metrics.to_unit, lpips_images)
+  model = metrics.load_lpips('vgg')
+  d = jax.jit(metrics.lpips)(r, p0, model)
+  assert float(d[0]) == pytest.approx(0.569, abs=0.002)
+  with pytest.raises(ValueError, match="LPIPS net must be 'vgg' or 'alex', got 'squeeze'"):
+    metrics.load_lpips('squeeze')
