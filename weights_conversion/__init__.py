@@ -1,0 +1,1 @@
+"""Converters from official PGGAN checkpoints to pmsfc_jax generator checkpoints (may import torch)."""
