@@ -468,10 +468,11 @@ class BatchCheckpoint:
         mp = ocp.options.MultiprocessingOptions(primary_host=self.process_index,
                                                 active_processes={self.process_index},
                                                 barrier_sync_key_prefix=f'pmsfc_p{self.process_index}')
+      self.dir.mkdir(parents=True, exist_ok=True)  # (orbax refuses create=True with active_processes)
       self._mngr = ocp.CheckpointManager(
           self.dir.absolute() if _is_local(self.dir) else self.dir,
           item_names=('state', 'meta'),
-          options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False,
+          options=ocp.CheckpointManagerOptions(max_to_keep=1, create=False, enable_async_checkpointing=False,
                                                cleanup_tmp_directories=True, multiprocessing_options=mp))
     return self._mngr
 

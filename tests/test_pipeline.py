@@ -80,9 +80,10 @@ def cli_args(config) -> list[str]:
   """launch.invert flags reproducing ``make_config`` (for subprocess runs)."""
   return [PYTHON, '-m', 'launch.invert', f'--generator={config.generator}', f'--images={config.images}',
           f'--output_dir={config.output_dir}', f'--method={config.method}', f'--task={config.task}',
-          '--preset=local', f'--iterations={config.iterations}', f'--batch_size={config.batch_size}',
-          f'--num_codes={config.num_codes}', f'--checkpoint_every={config.checkpoint_every}',
-          f'--lr={config.lr}', f'--seed={config.seed}', '--config.perceptual_weight=0', '--config.num_workers=2'
+          f'--config={REPO}/launch/configs/invert.py:{config.method},{config.task},local',
+          '--config.perceptual_weight=0', f'--iterations={config.iterations}',
+          f'--batch_size={config.batch_size}', f'--num_codes={config.num_codes}',
+          f'--checkpoint_every={config.checkpoint_every}', f'--lr={config.lr}', f'--seed={config.seed}'
           ] + ([f'--subspaces={config.subspaces}'] if config.subspaces else [])
 
 
