@@ -277,11 +277,6 @@ def _ocp():
   return ocp
 
 
-# Config keys that must not change when a run is resumed (iterations may grow).
-_RESUME_KEYS = ('layer', 'batch_size', 'lr', 'b1', 'b2', 'eps', 'lam', 'mu', 'reduction', 'init_value',
-                'seed')
-
-
 def train(gen: pggan.Generator, config, workdir, rng: Array | None = None,
           mesh: jax.sharding.Mesh | None = None) -> tuple[np.ndarray, dict]:
   """Algorithm 1 with orbax checkpoints in ``workdir/checkpoints`` (S, Adam state, step, history).
@@ -301,14 +296,15 @@ def train(gen: pggan.Generator, config, workdir, rng: Array | None = None,
   model = GeneratorFeatures(gen.config, int(config.layer))
   template = init_state(model.num_channels, hp, mesh)
   state, history = None, None
-  run_cfg = {k: (config[k] if k in config else None) for k in _RESUME_KEYS}
+  run_cfg = {k: v for k, v in dataclasses.asdict(hp).items() if k not in ('iterations', 'log_every')}
+  run_cfg.update(layer=int(config.layer), seed=int(config.get('seed', 0)))
   latest = mngr.latest_step()
   if latest is not None:
     restored = mngr.restore(latest, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(template), history=ocp.args.StandardRestore(),
         config=ocp.args.JsonRestore()))
     saved = restored['config']
-    diff = {k: (saved.get(k), run_cfg[k]) for k in _RESUME_KEYS if saved.get(k) != run_cfg[k]}
+    diff = {k: (saved.get(k), v) for k, v in run_cfg.items() if saved.get(k) != v}
     if diff:
       raise ValueError(f'{ckpt_dir}: cannot resume, the config differs from the checkpointed run '
                        f'(key: (saved, now)): {diff}. Use a new --output_dir.')
