@@ -309,6 +309,9 @@ def train(gen: pggan.Generator, config, workdir, rng: Array | None = None,
       raise ValueError(f'{ckpt_dir}: cannot resume, the config differs from the checkpointed run '
                        f'(key: (saved, now)): {diff}. Use a new --output_dir.')
     state = DiscoveryState(*restored['state'])
+    if int(state.step) > hp.iterations:
+      raise ValueError(f'{ckpt_dir}: the checkpoint is at step {int(state.step)}, past '
+                       f'--iterations={hp.iterations}; use a new --output_dir or more iterations')
     history = {k: np.asarray(v) for k, v in restored['history'].items()}
     logging.info('resuming subspace discovery from step %d (%s)', int(state.step), ckpt_dir)
 

@@ -1,5 +1,7 @@
 """Subspace discovery (Alg. 1, Eq. 3-5): planted structure, tiny PGGAN end to end, sharding, resume."""
 import dataclasses
+import os
+import signal
 
 import chex
 import jax
@@ -195,6 +197,31 @@ def test_train_resumes_to_the_same_result(tiny_generator, tiny_run, tmp_path):
   np.testing.assert_array_equal(S_again, S)
   with pytest.raises(ValueError, match=r"cannot resume, the config differs .*\{'lam': \(10.0, 1.0\)\}"):
     discovery.train(tiny_generator, _config(iterations=30, lam=1.0, seed=0), tmp_path)
+  with pytest.raises(ValueError, match=r'the checkpoint is at step 20, past --iterations=10'):
+    discovery.train(tiny_generator, _config(iterations=10, seed=0), tmp_path)
+
+
+def test_sigterm_saves_and_the_rerun_finishes_identically(tiny_generator, tiny_run, tmp_path, monkeypatch):
+  S_ref, hist_ref = tiny_run
+  original = discovery.train_chunk
+  calls = []
+
+  def chunk_then_sigterm(*args, **kwargs):
+    out = original(*args, **kwargs)
+    calls.append(1)
+    if len(calls) == 1:
+      os.kill(os.getpid(), signal.SIGTERM)          # as a cluster scheduler would, mid-run
+    return out
+
+  monkeypatch.setattr(discovery, 'train_chunk', chunk_then_sigterm)
+  with pytest.raises(SystemExit) as exc:
+    discovery.train(tiny_generator, _config(checkpoint_every=100, seed=0), tmp_path)
+  assert exc.value.code == 143 and len(calls) == 1
+  assert (tmp_path / 'checkpoints' / '10').is_dir()   # saved at the preemption, not at checkpoint_every
+  monkeypatch.setattr(discovery, 'train_chunk', original)
+  S, hist = discovery.train(tiny_generator, _config(checkpoint_every=100, seed=0), tmp_path)
+  np.testing.assert_allclose(S, S_ref, atol=1e-7)
+  np.testing.assert_allclose(hist['total'], hist_ref['total'], rtol=1e-6)
 
 
 def test_subspace_directory_roundtrip_and_errors(tmp_path):
