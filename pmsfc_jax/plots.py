@@ -83,13 +83,19 @@ def exchange_features(features: jax.Array, mask: jax.Array) -> jax.Array:
   return features[:, None] * (1 - m) + features[None, :] * m
 
 
-def exchange_grid(gen: pggan.Generator, layer: int, mask, z) -> np.ndarray:
-  """The N x N exchange grid (one image, float in [-1, 1]) of one subspace for latents z (N, z_dim)."""
+def exchange_grid(gen: pggan.Generator, layer: int, mask, z, min_cell: int = 96) -> np.ndarray:
+  """The N x N exchange grid (one image, float in [-1, 1]) of one subspace for latents z (N, z_dim).
+
+  Cells smaller than ``min_cell`` pixels are enlarged by an integer nearest-neighbour factor so small
+  generators stay visible.
+  """
   g2 = jax.jit(lambda p, f: pggan.g2(gen.config, p, f, layer))
   feats = pggan.g1(gen.config, gen.params, jnp.asarray(z), layer)
   n = feats.shape[0]
   mixed = exchange_features(feats, jnp.asarray(mask)).reshape((n * n,) + feats.shape[1:])
   images = np.concatenate([np.asarray(g2(gen.params, mixed[i * n:(i + 1) * n])) for i in range(n)])
+  scale = max(1, -(-min_cell // images.shape[1]))
+  images = np.repeat(np.repeat(images, scale, axis=1), scale, axis=2)
   return imageio.make_grid(np.clip(images, -1, 1), ncols=n)
 
 

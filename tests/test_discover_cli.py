@@ -50,7 +50,7 @@ def test_cli_trains_clusters_and_draws(gen_dir, tmp_path):
   assert sub.masks.shape == (3, 32) and np.all(sub.masks.sum(axis=0) == 1) and np.all(sub.masks.sum(1) > 0)
   np.testing.assert_array_equal(np.diag(sub.S), 0)
   from PIL import Image
-  assert Image.open(out / 'exchange_subspace_0.png').size == (2 * 16 + 2, 2 * 16 + 2)   # 2 x 2 grid
+  assert Image.open(out / 'exchange_subspace_0.png').size == (2 * 96 + 2, 2 * 96 + 2)   # 2 x 2, 16 px x6
 
 
 def test_cli_clusters_a_given_matrix_without_generator(shared_data, tmp_path):

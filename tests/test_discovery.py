@@ -248,3 +248,19 @@ def test_subspace_directory_roundtrip_and_errors(tmp_path):
     discovery.load_subspaces(tmp_path)
   with pytest.raises(FileNotFoundError, match="'nonexistent_model' is neither a directory nor a shipped"):
     discovery.load_subspaces('nonexistent_model')
+
+
+def test_exchange_grid_swaps_exactly_the_subspace_channels(tiny_generator):
+  from pmsfc_jax import plots
+  f = jnp.asarray(np.random.default_rng(0).normal(size=(3, 2, 2, 5)), jnp.float32)
+  mask = jnp.asarray([True, False, True, False, False])
+  mixed = np.asarray(plots.exchange_features(f, mask))
+  for i in range(3):
+    for j in range(3):
+      np.testing.assert_array_equal(mixed[i, j][..., [0, 2]], np.asarray(f[j])[..., [0, 2]])
+      np.testing.assert_array_equal(mixed[i, j][..., [1, 3, 4]], np.asarray(f[i])[..., [1, 3, 4]])
+  # Diagonal of a real grid = the generated samples themselves.
+  z = jax.random.normal(jax.random.key(0), (2, 32))
+  grid = plots.exchange_grid(tiny_generator, 3, np.arange(32) < 8, z, min_cell=16)
+  np.testing.assert_allclose(grid[:16, :16], np.clip(np.asarray(tiny_generator(z))[0], -1, 1), atol=1e-5)
+  np.testing.assert_allclose(grid[18:, 18:], np.clip(np.asarray(tiny_generator(z))[1], -1, 1), atol=1e-5)
