@@ -566,23 +566,25 @@ class Prefetcher:
 
 
 def _metric_fns(want_lpips: bool):
-  """(psnr, ssim, lpips or None) on batches in [0, 1]; pmsfc_jax.metrics when available."""
-  try:
-    from pmsfc_jax import metrics  # pylint: disable=g-import-not-at-top
-    psnr, ssim = metrics.psnr, metrics.ssim
-    lp = getattr(metrics, 'lpips', None) if want_lpips else None
-  except ImportError:
-    import dm_pix  # pylint: disable=g-import-not-at-top
+  """(psnr, ssim, lpips or None) on batches in [0, 1], from pmsfc_jax.metrics.
 
-    def psnr(a, b):
-      return -10.0 * jnp.log10(jnp.maximum(jnp.mean((a - b) ** 2, axis=(1, 2, 3)), 1e-20))
+  Images smaller than SSIM's 11-pixel Gaussian window (tiny generators, super-resolution inputs) use
+  dm-pix SSIM with the window shrunk to the image size.
+  """
+  import dm_pix  # pylint: disable=g-import-not-at-top
+  from pmsfc_jax import metrics  # pylint: disable=g-import-not-at-top
 
-    def ssim(a, b):
-      return dm_pix.ssim(a, b, filter_size=min(11, a.shape[1], a.shape[2]))
-    lp = None
-    if want_lpips:
-      raise ImportError('--lpips needs pmsfc_jax.metrics (not importable)')
-  return psnr, ssim, lp
+  def ssim(a, b):
+    if min(a.shape[1], a.shape[2]) < 11:
+      return dm_pix.ssim(a, b, max_val=1.0, filter_size=min(a.shape[1], a.shape[2]), filter_sigma=1.5)
+    return metrics.ssim(a, b)
+
+  return metrics.psnr, ssim, (metrics.lpips if want_lpips else None)
+
+
+def _finite_or_none(x) -> Optional[float]:
+  x = float(np.asarray(x).reshape(()))
+  return x if np.isfinite(x) else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -923,7 +925,10 @@ def _host_results(job: _Job, result, targets) -> dict:
       'finite': jnp.all(jnp.isfinite(delivered), axis=(1, 2, 3)),
   }
   if lpips_fn is not None:
-    out['lpips'] = lpips_fn(a, b)
+    try:
+      out['lpips'] = lpips_fn(a, b)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning('LPIPS not computed for this batch (%s: %s)', type(e).__name__, e)
   return distributed.unreplicate_to_host(out)
 
 
@@ -942,10 +947,11 @@ def _write_image(job: _Job, it: InputItem, j: int, host: dict, cfg_json: str, se
            name=np.array(it.name), config=np.array(cfg_json))
   imageio.atomic_write_bytes(job.out / f'{it.stem}.npz', buf.getvalue(), before_rename=hook)
   finite = hist[np.isfinite(hist)]
-  extra = {'psnr': float(host['psnr'][j]), 'ssim': float(host['ssim'][j]),
+  # Non-finite metrics (PSNR of a perfect match is +inf) are stored as null: the manifest stays strict JSON.
+  extra = {'psnr': _finite_or_none(host['psnr'][j]), 'ssim': _finite_or_none(host['ssim'][j]),
            'loss': float(finite[-1]) if finite.size else None}
   if 'lpips' in host:
-    extra['lpips'] = float(np.asarray(host['lpips'][j]).reshape(()))
+    extra['lpips'] = _finite_or_none(host['lpips'][j])
   _record(job, it, status='ok', error=None, seconds=seconds, **extra)
 
 
