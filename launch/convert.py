@@ -14,8 +14,8 @@ from absl import app, flags, logging
 
 from weights_conversion import convert
 
-_SOURCE = flags.DEFINE_string('source', None, 'Checkpoint file to convert (.pkl or .pth).', required=True)
-_OUTPUT = flags.DEFINE_string('output', None, 'Output generator checkpoint directory.', required=True)
+_SOURCE = flags.DEFINE_string('source', None, 'Checkpoint file to convert (.pkl or .pth). Required.')
+_OUTPUT = flags.DEFINE_string('output', None, 'Output generator checkpoint directory. Required.')
 _FORMAT = flags.DEFINE_enum('source_format', 'auto', ['auto', *convert.FORMATS], 'Source file format.')
 _FORCE = flags.DEFINE_bool('force', False, 'Overwrite --output if it exists.')
 _RESOLUTION = flags.DEFINE_integer('resolution', None, 'Expected resolution (checked against the file).')
@@ -28,6 +28,9 @@ _FUSED = flags.DEFINE_enum('fused_scale', None, ['true', 'false', 'auto'], 'Expe
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  for flag in (_SOURCE, _OUTPUT):
+    if not flag.value:
+      raise app.UsageError(f'--{flag.name} is required')
   fused = {'true': True, 'false': False, 'auto': 'auto', None: None}[_FUSED.value]
   config = convert.convert_and_save(
       _SOURCE.value, _OUTPUT.value, _FORMAT.value, force=_FORCE.value, resolution=_RESOLUTION.value,

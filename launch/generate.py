@@ -22,14 +22,14 @@ from etils import epath
 from pmsfc_jax import checkpoints, imageio
 from pmsfc_jax.models import pggan
 
-_GENERATOR = flags.DEFINE_string('generator', None, 'Converted generator directory or shipped model name.',
-                                 required=True)
+_GENERATOR = flags.DEFINE_string('generator', None, 'Converted generator directory or shipped model name. '
+                                 'Required.')
 _LATENTS = flags.DEFINE_string('latents', None, '.npy file of latents, shape (N, z_dim) (or (z_dim,)).')
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', None, 'Without --latents: number of N(0, I) latents '
                                     '(default 16).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the sampled latents.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 8, 'Images per generator call.')
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Output directory.', required=True)
+_OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Output directory. Required.')
 _GRID_MAX = flags.DEFINE_integer('grid_max', 64, 'At most this many samples in grid.png.')
 _PNGS = flags.DEFINE_bool('pngs', True, 'Write one PNG per sample.')
 
@@ -87,6 +87,9 @@ def generate_batched(gen: pggan.Generator, z: np.ndarray, batch_size: int, out: 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  for flag in (_GENERATOR, _OUTPUT_DIR):
+    if not flag.value:
+      raise app.UsageError(f'--{flag.name} is required')
   if _LATENTS.value and _NUM_SAMPLES.value is not None:
     raise app.UsageError('give either --latents or --num_samples, not both')
   gen = checkpoints.load_generator(_GENERATOR.value)

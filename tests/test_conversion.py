@@ -46,16 +46,31 @@ def _save_pth(model, path):
   return path
 
 
+def run_cli_in_process(main, argv):
+  """Runs an absl ``main`` with ``--name=value`` / ``--flag`` / ``--noflag`` args, as ``python -m``.
+
+  Flags are set one by one and marked parsed, so validators of other launch modules imported in the same
+  pytest process (their required flags) do not interfere.
+  """
+  fv = flags.FLAGS
+  fv.unparse_flags()
+  try:
+    for arg in argv:
+      name, has_value, value = arg[2:].partition('=')
+      if not has_value:
+        name, value = (name[2:], 'false') if name.startswith('no') and name not in fv else (name, 'true')
+      fv[name].parse(value)
+      fv[name].using_default_value = False
+    fv.mark_as_parsed()
+    main(['prog'])
+  finally:
+    fv.unparse_flags()
+
+
 def _run_convert_cli(argv):
   """Runs launch.convert's main in-process with these flags (as `python -m launch.convert ...`)."""
   from launch import convert as convert_cli
-  argv = ['launch.convert', *argv]
-  flags.FLAGS.unparse_flags()
-  try:
-    flags.FLAGS(argv)
-    convert_cli.main(argv[:1])
-  finally:
-    flags.FLAGS.unparse_flags()
+  run_cli_in_process(convert_cli.main, argv)
 
 
 def _max_err(a, b):

@@ -7,10 +7,10 @@ import sys
 
 import numpy as np
 import pytest
-from absl import flags
 from PIL import Image
 
 from pmsfc_jax import checkpoints, imageio
+from tests.test_conversion import run_cli_in_process
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -24,13 +24,7 @@ def converted(tiny_generator, tmp_path_factory):
 
 def _run_in_process(argv):
   from launch import generate
-  argv = ['launch.generate', *argv]
-  flags.FLAGS.unparse_flags()
-  try:
-    flags.FLAGS(argv)
-    generate.main(argv[:1])
-  finally:
-    flags.FLAGS.unparse_flags()
+  run_cli_in_process(generate.main, argv)
 
 
 def test_generate_cli_writes_images_equal_to_library(converted, tiny_generator, tmp_path):
