@@ -425,7 +425,8 @@ def load_matrix(path, num_channels: int | None = None, layout: str = 'paper') ->
 def write_subspaces(out_dir, S: np.ndarray, labels: np.ndarray, num_subspaces: int, layer: int,
                     history: dict | None = None, meta: dict | None = None) -> epath.Path:
   """Writes the subspace directory: S.npy, masks.npy, labels.npy, subspaces.json and an orbax
-  checkpoint ``result/`` (S, masks, labels, history, config). Only process 0 writes."""
+  checkpoint ``result/`` (S, masks, labels, history, config). Call on every process; process 0 writes.
+  subspaces.json is written last, so a directory that has it is complete."""
   out_dir = epath.Path(out_dir)
   masks = clustering.check_masks(clustering.masks_from_labels(labels, num_subspaces))
   info = {'format_version': FORMAT_VERSION, 'layer': int(layer), 'num_subspaces': int(num_subspaces),
@@ -436,14 +437,16 @@ def write_subspaces(out_dir, S: np.ndarray, labels: np.ndarray, num_subspaces: i
     for name, arr in (('S.npy', np.asarray(S, np.float32)), ('masks.npy', masks),
                       ('labels.npy', np.asarray(labels, np.int32))):
       _save_npy(out_dir / name, arr)
-    ocp = _ocp()
-    tree = {'S': np.asarray(S, np.float32), 'masks': masks.astype(np.uint8),
-            'labels': np.asarray(labels, np.int32)}
-    if history:
-      tree['history'] = history
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
-      ckptr.save(_abs(out_dir / 'result'), args=ocp.args.Composite(
-          arrays=ocp.args.StandardSave(tree), config=ocp.args.JsonSave(info)), force=True)
+  # Every process takes part in the orbax save (it synchronises hosts); only the primary one writes.
+  ocp = _ocp()
+  tree = {'S': np.asarray(S, np.float32), 'masks': masks.astype(np.uint8),
+          'labels': np.asarray(labels, np.int32)}
+  if history:
+    tree['history'] = history
+  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+    ckptr.save(_abs(out_dir / 'result'), args=ocp.args.Composite(
+        arrays=ocp.args.StandardSave(tree), config=ocp.args.JsonSave(info)), force=True)
+  if jax.process_index() == 0:
     imageio.atomic_write_bytes(out_dir / 'subspaces.json',
                                (json.dumps(info, indent=2, sort_keys=True) + '\n').encode())
   return out_dir
@@ -554,4 +557,6 @@ def run(config) -> Subspaces:
       plots.exchange_grids(gen, layer, masks, out, num_samples=int(config.get('exchange_samples', 4)),
                            seed=seed)
   logging.info('wrote %d subspaces (sizes %s) to %s', masks.shape[0], masks.sum(axis=1).tolist(), out)
-  return load_subspaces(out)
+  return Subspaces(masks=masks, labels=np.asarray(labels, np.int64), S=np.asarray(S, np.float32),
+                   layer=layer, meta=json.loads((out / 'subspaces.json').read_text())
+                   if jax.process_index() == 0 else meta)
