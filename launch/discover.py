@@ -12,10 +12,12 @@ resumes from there), ``S.npy``, ``masks.npy`` (R x C bool), ``labels.npy``, ``su
 (losses, affinity, one exchange grid per subspace); ``pmsfc_jax.discovery.load_subspaces(OUT)`` reads it.
 """
 
+import logging as pylogging
 import pathlib
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from pmsfc_jax import discovery
@@ -39,9 +41,17 @@ _MAPPED = ('generator', 'layer', 'num_subspaces', 'iterations', 'batch_size', 'a
            'self_expressive_matrix', 'matrix_layout', 'seed', 'lr')
 
 
+class _QuietLibraries(pylogging.Filter):
+  """Drops orbax's INFO chatter (dozens of lines per checkpoint) so the progress lines stay readable."""
+
+  def filter(self, record):
+    return record.levelno >= pylogging.WARNING or '/orbax/' not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   config = _CONFIG.value
   with config.unlocked():
     for name in _MAPPED:
