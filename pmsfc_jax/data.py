@@ -59,9 +59,13 @@ def load_images(paths: Sequence[str | os.PathLike], size: int,
     arr[i] = imageio.to_uint8(imageio.load_image(p, size=size, crop='center'))
   if cache is not None:
     cache.parent.mkdir(parents=True, exist_ok=True)
+    if meta.exists():
+      meta.unlink()  # the description is written last: a crash in between leaves no valid-looking cache
     tmp = cache.parent / f'.{cache.name}.tmp{os.getpid()}'
     with tmp.open('wb') as f:
       np.save(f, arr, allow_pickle=False)
-    tmp.rename(cache)
-    imageio.atomic_write_bytes(meta, json.dumps(desc).encode())
+    tmp.replace(cache)  # epath's rename() refuses to overwrite a stale cache
+    tmp = meta.parent / f'.{meta.name}.tmp{os.getpid()}'
+    tmp.write_text(json.dumps(desc))
+    tmp.replace(meta)
   return arr

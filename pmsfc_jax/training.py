@@ -186,6 +186,13 @@ def train_step(state: TrainState, images: Array, *, g_cfg: pggan.GeneratorConfig
   return new_state, metrics
 
 
+@functools.lru_cache(maxsize=8)
+def _jitted_steps(g_cfg, d_cfg, hp) -> dict[bool, Callable]:
+  """{with_r1: jitted train step}, cached so repeated / resumed runs in one process compile once."""
+  return {r1: jax.jit(functools.partial(train_step, g_cfg=g_cfg, d_cfg=d_cfg, hp=hp, with_r1=r1),
+                      donate_argnums=0) for r1 in (False, True)}
+
+
 def make_train_fn(g_cfg: pggan.GeneratorConfig, d_cfg: disc.DiscriminatorConfig, hp: GANHParams,
                   num_steps: int) -> Callable[[TrainState, Array], tuple[TrainState, dict[str, Array]]]:
   """A function running ``num_steps`` train steps; metrics stacked (num_steps,).
@@ -198,8 +205,7 @@ def make_train_fn(g_cfg: pggan.GeneratorConfig, d_cfg: disc.DiscriminatorConfig,
   """
   if num_steps <= 0:
     raise ValueError(f'steps per call must be positive, got {num_steps}')
-  steps = {r1: jax.jit(functools.partial(train_step, g_cfg=g_cfg, d_cfg=d_cfg, hp=hp, with_r1=r1),
-                       donate_argnums=0) for r1 in (False, True)}
+  steps = _jitted_steps(g_cfg, d_cfg, hp)
 
   def run(state, images):
     first = int(jax.device_get(state.step))
@@ -279,10 +285,25 @@ def _check_schedule(config: ml_collections.ConfigDict):
       raise ValueError(f'config.{name}={v} must be a positive multiple of config.steps_per_call={k}')
 
 
-def sample_grid(g_cfg: pggan.GeneratorConfig, params: PyTree, z: Array, ncols: int = 8) -> np.ndarray:
-  """Float [-1, 1] grid image of G(z) (clipped)."""
+def sample_grid(g_cfg: pggan.GeneratorConfig, params: PyTree, z: Array, ncols: int = 8,
+                upscale: int = 1) -> np.ndarray:
+  """Float [-1, 1] grid image of G(z) (clipped; ``make_grid`` layout, pad 2), nearest-upscaled."""
   imgs = np.asarray(jax.jit(functools.partial(pggan.generate, g_cfg))(params, z))
-  return imageio.make_grid(np.clip(imgs, -1, 1), ncols=ncols)
+  grid = imageio.make_grid(np.clip(imgs, -1, 1), ncols=ncols)
+  return np.repeat(np.repeat(grid, upscale, axis=0), upscale, axis=1) if upscale > 1 else grid
+
+
+def write_demo_samples(generator: pggan.Generator, path: str | epath.Path, seed: int = 0,
+                       num_samples: int = 16, ncols: int = 8, upscale: int = 4) -> np.ndarray:
+  """Writes the sample grid of ``generator`` for ``z = normal(key(seed), (num_samples, z_dim))``.
+
+  The latents follow ``launch.generate``'s ``--seed`` semantics. Cell i (row-major) covers pixels
+  ``[r * (R + 2) * upscale, ...)`` with R the resolution; upscaling replicates pixels (nearest).
+  """
+  z = jax.random.normal(jax.random.key(seed), (num_samples, generator.config.z_dim))
+  grid = sample_grid(generator.config, generator.params, z, ncols=ncols, upscale=upscale)
+  imageio.save_image(path, grid)
+  return grid
 
 
 def load_dataset(config: ml_collections.ConfigDict, workdir: epath.Path) -> np.ndarray:
