@@ -392,6 +392,11 @@ def fingerprint_payload(config: ml_collections.ConfigDict, gen, masks: Optional[
                         known: Optional[np.ndarray]) -> dict:
   """Everything that changes results, as JSON: config values, weights / masks content hashes."""
   cfg = {k: v for k, v in config.to_dict().items() if k not in NON_RESULT_KEYS}
+  if cfg.get('task') != 'super_resolve':   # Task-specific settings that the task does not use.
+    cfg.pop('factor', None)
+    cfg.pop('downsample', None)
+  if cfg.get('task') != 'inpaint':
+    cfg.pop('mask_threshold', None)
   leaves = jax.tree_util.tree_flatten_with_path(gen.params)[0]
   leaves = sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0]))
   return json.loads(json.dumps({
@@ -713,7 +718,7 @@ def run(config: Any) -> dict:
                '%d device(s), batch shape %d', process_index, process_count, len(items), len(share),
                len(share) - len(todo), len(todo), ndev, batch_shape)
 
-  groups, resume = _plan(job, todo, done)
+  groups, resume = _plan(job, todo, {it.name for it in share})
   preempted = False
   old_handler = _install_sigterm(job.preempt)
   try:
@@ -750,7 +755,8 @@ def _clean_stale(out: epath.Path) -> None:
         p.rmtree() if p.is_dir() else p.unlink()
 
 
-def _plan(job: _Job, todo: list[InputItem], done: dict) -> tuple[list[list[InputItem]], Optional[tuple]]:
+def _plan(job: _Job, todo: list[InputItem], share_names: set[str]
+          ) -> tuple[list[list[InputItem]], Optional[tuple]]:
   """Batches of the to-do list; the interrupted batch (if its checkpoint is usable) goes first."""
   ndev = job.mesh.shape[distributed.DATA_AXIS]
   resume = None
@@ -764,14 +770,19 @@ def _plan(job: _Job, todo: list[InputItem], done: dict) -> tuple[list[list[Input
       job.ckpt.discard()
     elif not any(it.name in todo_names for it in ckpt_items):
       job.ckpt.discard()
+    elif not all(it.name in share_names for it in ckpt_items):
+      logging.warning('the interrupted batch is no longer in this process\'s share (process count or '
+                      'input list changed): restarting its images from step 0 where they belong')
+      job.ckpt.discard()
     elif meta.get('batch_shape', 0) % ndev or meta.get('input_size') != job.input_size:
       logging.warning('batch checkpoint has batch shape %s, not divisible over %d devices: restarting '
                       'that batch', meta.get('batch_shape'), ndev)
       job.ckpt.discard()
     else:
       resume = (step, meta)
-      first = [it for it in ckpt_items]
-      rest = [it for it in todo if it.name not in {i.name for i in first}]
+      first = list(ckpt_items)
+      first_names = {i.name for i in first}
+      rest = [it for it in todo if it.name not in first_names]
       groups = [first] + [rest[i:i + job.config.batch_size] for i in range(0, len(rest), job.config.batch_size)]
       logging.info('resuming a batch of %d images from step %d', len(first), step)
       return groups, resume
