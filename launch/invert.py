@@ -7,8 +7,8 @@ r"""Batch GAN inversion (PmSFC or mGANprior) of a folder / glob / list of images
     [--config=launch/configs/invert.py:mganprior,colorize --config.lr=0.5]
 
 Without ``--config`` the config is ``launch/configs/invert.py`` with the presets ``--method``,
-``--task`` and ``--preset`` (e.g. ``fast`` / ``local``); named flags override it. With ``--config`` the
-named ``--method`` / ``--task`` must agree with it. Writes OUT/<stem>.png, OUT/<stem>.npz,
+``--task`` and ``--preset`` (e.g. ``fast`` / ``local``), then any ``--config.KEY=VALUE``; named flags
+override it. With ``--config=FILE[:presets]`` the named ``--method`` / ``--task`` must agree with it. Writes OUT/<stem>.png, OUT/<stem>.npz,
 OUT/manifest.jsonl, OUT/summary.json (see pmsfc_jax/pipeline.py and docs/batch_inversion.md) and prints a
 summary table. Exit status: 0 all ok, 1 some images failed, 143 preempted (SIGTERM; rerun to resume).
 """
@@ -25,7 +25,8 @@ from pmsfc_jax import pipeline
 
 _CONFIG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'invert.py')
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Inversion config file (optional; see --preset).',
+_CONFIG = config_flags.DEFINE_config_file('config', _CONFIG_PATH, 'Inversion config file[:presets] '
+                                          '(default: launch/configs/invert.py with --method/--task/--preset).',
                                           lock_config=False)
 _GENERATOR = flags.DEFINE_string('generator', None, 'Generator checkpoint directory or shipped name.')
 _SUBSPACES = flags.DEFINE_string('subspaces', None, 'launch.discover output directory or shipped name '
@@ -61,12 +62,14 @@ def build_config():
   """The job config from --config / presets plus the named flags."""
   import importlib.util  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
-  if config is None:
+  if not flags.FLAGS['config'].present:
+    # Default config file: presets from the named flags, then any --config.KEY=VALUE overrides.
     spec = importlib.util.spec_from_file_location('pmsfc_invert_config', _CONFIG_PATH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     presets = [p for p in (_METHOD.value, _TASK.value) if p] + [p for p in _PRESET.value.split(',') if p]
     config = module.get_config(','.join(presets) or None)
+    config.update_from_flattened_dict(config_flags.get_override_values(flags.FLAGS['config']))
   else:
     if _PRESET.value:
       raise app.UsageError('--preset only applies without --config (put presets after --config=FILE:)')

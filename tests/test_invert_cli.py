@@ -47,7 +47,8 @@ def test_cli_outputs_table_and_exit_status(assets, tmp_path):  # noqa: F811
   bad = [a for a in cli_args(config) if not a.startswith('--method')] + ['--method=mganprior']
   p = _run(bad)
   assert p.returncode == 1 and '--method=mganprior conflicts with the config' in p.stderr
-  # The same output directory with a changed configuration is refused (exit 2), naming the change.
-  p = _run([a for a in cli_args(config) if not a.startswith('--lr')] + ['--lr=0.5'])
+  # The same output directory with a changed configuration is refused (exit 2), naming the change;
+  # the presets path (no --config) builds the same config otherwise (only lr differs).
+  p = _run([a for a in cli_args(config, config_file=False) if not a.startswith('--lr')] + ['--lr=0.5'])
   assert p.returncode == 2, p.stderr[-2000:]
   assert 'config.lr: 0.05 -> 0.5' in p.stderr and '--overwrite_config' in p.stderr

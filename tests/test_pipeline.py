@@ -76,12 +76,14 @@ def make_config(assets, images, out, **overrides):
   return c
 
 
-def cli_args(config) -> list[str]:
-  """launch.invert flags reproducing ``make_config`` (for subprocess runs)."""
+def cli_args(config, config_file: bool = True) -> list[str]:
+  """launch.invert flags reproducing ``make_config`` (for subprocess runs), with an explicit
+  ``--config=FILE:presets`` or (``config_file=False``) the default file with ``--preset``."""
+  cfg = ([f'--config={REPO}/launch/configs/invert.py:{config.method},{config.task},local'] if config_file
+         else ['--preset=local'])
   return [PYTHON, '-m', 'launch.invert', f'--generator={config.generator}', f'--images={config.images}',
           f'--output_dir={config.output_dir}', f'--method={config.method}', f'--task={config.task}',
-          f'--config={REPO}/launch/configs/invert.py:{config.method},{config.task},local',
-          '--config.perceptual_weight=0', f'--iterations={config.iterations}',
+          *cfg, '--config.perceptual_weight=0', f'--iterations={config.iterations}',
           f'--batch_size={config.batch_size}', f'--num_codes={config.num_codes}',
           f'--checkpoint_every={config.checkpoint_every}', f'--lr={config.lr}', f'--seed={config.seed}'
           ] + ([f'--subspaces={config.subspaces}'] if config.subspaces else [])
