@@ -691,10 +691,9 @@ def run(config: Any) -> dict:
   payload = fingerprint_payload(config, gen, masks, known)
   if process_index == 0:
     _clean_stale(out)
-    digest = check_config(out, payload, bool(config.overwrite_config), is_writer=True)
+  # Every process checks (so a mismatch fails all of them, none waits at the barrier); process 0 writes.
+  digest = check_config(out, payload, bool(config.overwrite_config), is_writer=process_index == 0)
   distributed.barrier('pmsfc_config_checked')
-  if process_index != 0:
-    digest = check_config(out, payload, False, is_writer=False)
 
   mesh = distributed.make_mesh(config.num_devices or None)
   ndev = mesh.shape[distributed.DATA_AXIS]
@@ -982,7 +981,9 @@ def write_summary(out: epath.Path, items: Sequence[InputItem], wall: float, job:
   merged: dict[str, dict] = {}
   for p in sorted(out.glob('manifest*.jsonl')):
     for r in read_jsonl(p)[0]:
-      merged.setdefault(r['name'], r)
+      old = merged.get(r['name'])
+      if old is None or (old.get('status') != 'ok' and r.get('status') == 'ok'):   # a retried success wins
+        merged[r['name']] = r
   if job is not None and job.process_count > 1:
     imageio.atomic_write_bytes(out / MANIFEST, _jsonl(merged[k] for k in sorted(merged)))
   listed = {it.name for it in items}

@@ -233,6 +233,15 @@ def test_bad_inputs_are_reported_and_good_ones_finish(assets, tmp_path):
   assert sorted(f['name'] for f in s['failures']) == sorted(expect)
   table = pipeline.format_summary(config.output_dir, summary)
   assert 'bomb.png' in table and f'ok 3, failed {len(expect)}' in table
+  # Errors are final on a plain rerun; --retry_failed retries them (a repaired file now succeeds).
+  (d / 'zero-byte.png').write_bytes((d / good[0]).read_bytes())
+  assert pipeline.run(config)['this_process'].get('ok', 0) == 0
+  config.retry_failed = True
+  s = pipeline.run(config)
+  assert s['this_process']['ok'] == 1 and s['failed'] == len(expect) - 1
+  recs = manifest(config.output_dir)
+  assert len(recs) == len({r['name'] for r in recs}) == len(good) + len(bad) + 2
+  assert [r['status'] for r in recs if r['name'] == 'zero-byte.png'] == ['ok']
 
 
 def test_four_devices_equal_one_device_and_batch_composition(assets, tmp_path):
