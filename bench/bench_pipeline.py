@@ -96,7 +96,7 @@ def throughput():
       bp = distributed.padded_size(b, d)
       targets = distributed.shard_batch(np.zeros((bp, _RES.value, _RES.value, 3), np.float32), mesh)
       keys = distributed.shard_batch(np.stack([np.array([0, i], np.uint32) for i in range(bp)]), mesh)
-      state = inversion.init_state(gen, None, targets, masks, config, keys)
+      state = distributed.shard_batch(inversion.init_state(gen, None, targets, masks, config, keys), mesh)
       state = inversion.run_steps(gen, None, state, targets, masks, config, _STEPS.value)   # compile
       jax.block_until_ready(state.codes)
       t = time.perf_counter()

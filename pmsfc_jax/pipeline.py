@@ -866,7 +866,11 @@ def _run_batch(job: _Job, group: list[InputItem], decoded: list[Any], resume: Op
     keys = distributed.shard_batch(
         distributed.pad_batch(image_keys(c.seed, [it.name for it in ok_items]), batch_shape), job.mesh)
     aux = None if job.known is None else jnp.asarray(job.known)
-    state = inversion.init_state(job.gen, job.percep, targets, job.masks, c, keys, aux)
+    # init_state's key-independent leaves (weights, optimizer state, step, history) come out replicated;
+    # laying the whole state out over 'data' keeps every device on its own images only (otherwise XLA
+    # recomputes the replicated parts of the batch on every device).
+    state = distributed.shard_batch(inversion.init_state(job.gen, job.percep, targets, job.masks, c, keys, aux),
+                                    job.mesh)
     meta = {'items': [it.to_dict() for it in ok_items], 'batch_shape': batch_shape,
             'fingerprint': job.fingerprint, 'input_size': job.input_size}
     step = 0
