@@ -47,6 +47,9 @@ _CKPT = flags.DEFINE_integer('checkpoint_every', None, 'Save the batch state eve
 _CROP = flags.DEFINE_enum('crop', None, ['center', 'pad'], 'Non-square inputs: centre crop or white pad.')
 _NUM_DEVICES = flags.DEFINE_integer('num_devices', None, 'Use only the first N local devices (0: all).')
 _LPIPS = flags.DEFINE_bool('lpips', None, 'Also compute LPIPS against the target.')
+_WORKERS = flags.DEFINE_integer('num_workers', None, 'Image decoding threads (default 4).')
+_PREFETCH = flags.DEFINE_integer('prefetch_batches', None, 'Batches decoded ahead (default 2).')
+_LOG_EVERY = flags.DEFINE_float('log_every_s', None, 'Seconds between progress lines (default 30).')
 _OVERWRITE = flags.DEFINE_bool('overwrite_config', False, 'Accept a changed configuration in an existing '
                                'output directory: discard its manifest/checkpoints and redo every image.')
 _FORCE = flags.DEFINE_bool('force', False, 'Alias of --overwrite_config.')
@@ -81,7 +84,8 @@ def build_config():
   named = {'generator': _GENERATOR, 'subspaces': _SUBSPACES, 'images': _IMAGES, 'output_dir': _OUTPUT,
            'mask': _MASK, 'factor': _FACTOR, 'iterations': _ITERATIONS, 'batch_size': _BATCH,
            'num_codes': _NUM_CODES, 'lr': _LR, 'seed': _SEED, 'checkpoint_every': _CKPT, 'crop': _CROP,
-           'num_devices': _NUM_DEVICES, 'lpips': _LPIPS, 'coordinator_address': _COORD,
+           'num_devices': _NUM_DEVICES, 'lpips': _LPIPS, 'num_workers': _WORKERS,
+           'prefetch_batches': _PREFETCH, 'log_every_s': _LOG_EVERY, 'coordinator_address': _COORD,
            'num_processes': _NPROC, 'process_id': _PID}
   for key, flag in named.items():
     if flag.value is not None:

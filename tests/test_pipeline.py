@@ -85,7 +85,8 @@ def cli_args(config, config_file: bool = True) -> list[str]:
           f'--output_dir={config.output_dir}', f'--method={config.method}', f'--task={config.task}',
           *cfg, '--config.perceptual_weight=0', f'--iterations={config.iterations}',
           f'--batch_size={config.batch_size}', f'--num_codes={config.num_codes}',
-          f'--checkpoint_every={config.checkpoint_every}', f'--lr={config.lr}', f'--seed={config.seed}'
+          f'--checkpoint_every={config.checkpoint_every}', f'--lr={config.lr}', f'--seed={config.seed}',
+          '--num_workers=2', '--log_every_s=0'
           ] + ([f'--subspaces={config.subspaces}'] if config.subspaces else [])
 
 
