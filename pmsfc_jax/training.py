@@ -285,10 +285,15 @@ def _check_schedule(config: ml_collections.ConfigDict):
       raise ValueError(f'config.{name}={v} must be a positive multiple of config.steps_per_call={k}')
 
 
+@functools.lru_cache(maxsize=4)
+def _jit_generate(g_cfg: pggan.GeneratorConfig) -> Callable:
+  return jax.jit(functools.partial(pggan.generate, g_cfg))
+
+
 def sample_grid(g_cfg: pggan.GeneratorConfig, params: PyTree, z: Array, ncols: int = 8,
                 upscale: int = 1) -> np.ndarray:
   """Float [-1, 1] grid image of G(z) (clipped; ``make_grid`` layout, pad 2), nearest-upscaled."""
-  imgs = np.asarray(jax.jit(functools.partial(pggan.generate, g_cfg))(params, z))
+  imgs = np.asarray(_jit_generate(g_cfg)(params, z))
   grid = imageio.make_grid(np.clip(imgs, -1, 1), ncols=ncols)
   return np.repeat(np.repeat(grid, upscale, axis=0), upscale, axis=1) if upscale > 1 else grid
 
