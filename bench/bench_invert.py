@@ -67,7 +67,8 @@ def bench_one(res: int, batch: int, percep) -> dict:
   state = inversion.init_state(gen, percep, targets, masks, cfg, jax.random.key(2))
   m = None if masks is None else jnp.asarray(masks, jnp.float32)
   p = percep if s.perceptual_weight else None
-  one = inversion._run_steps_jit.lower(gen, p, state, targets, m, None, s, 1).compile()  # pylint: disable=protected-access
+  x, tfeat = inversion._objective_jit(p, targets, None, s)  # pylint: disable=protected-access
+  one = inversion._run_steps_jit.lower(gen, p, state, x, tfeat, m, None, s, 1).compile()  # pylint: disable=protected-access
   flops = _flops(one)
   t0 = time.perf_counter()
   state = inversion.run_steps(gen, p, state, targets, masks, cfg, _STEPS.value)  # compile + warm-up

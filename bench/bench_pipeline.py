@@ -127,8 +127,9 @@ def memory():
         composition.decode = segmented_decode(remat, dtype)
         jax.clear_caches()
         t = time.perf_counter()
-        compiled = jax.jit(inversion.run_steps_impl, static_argnums=(6, 7)).lower(
-            gen, percep, state, targets, masks, None, s, 1).compile()
+        x, tfeat = jax.eval_shape(lambda p, t: inversion._objective_jit(p, t, None, s), percep, targets)  # pylint: disable=protected-access
+        compiled = jax.jit(inversion.run_steps_impl, static_argnums=(7, 8)).lower(
+            gen, percep, state, x, tfeat, masks, None, s, 1).compile()
         ma = compiled.memory_analysis()
         args = (ma.argument_size_in_bytes) / 2**20
         print(f'| {res} | {name} | {ma.temp_size_in_bytes / b / 2**20:.1f} | {args:.1f} | '

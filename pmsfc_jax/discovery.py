@@ -50,6 +50,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from pmsfc_jax import checkpoints
 from pmsfc_jax import clustering
 from pmsfc_jax import imageio
+from pmsfc_jax import loops
 from pmsfc_jax.models import pggan
 
 Array = jax.Array
@@ -185,7 +186,8 @@ def _batch_keys(base_key: Array, step: Array, batch_size: int) -> Array:
 
 def _train_chunk_impl(model, aux, state: DiscoveryState, base_key: Array, *, hp: HParams, num_steps: int,
                       mesh: jax.sharding.Mesh | None) -> tuple[DiscoveryState, Array]:
-  """``num_steps`` Adam steps of Eq. 5 in one lax.scan; returns the state and metrics (num_steps, 4)."""
+  """``num_steps`` Adam steps of Eq. 5 in one lax.scan (no loop for one step: on XLA:CPU convs in loop
+  bodies are slow, see loops.py); returns the state and metrics (num_steps, 4)."""
   tx = _optimizer(hp)
   c = state.S.shape[0]
   mask = _offdiag(c)
@@ -205,7 +207,7 @@ def _train_chunk_impl(model, aux, state: DiscoveryState, base_key: Array, *, hp:
     S = optax.apply_updates(st.S, updates) * mask                      # diag stays exactly 0
     return DiscoveryState(S, opt_state, st.step + 1), jnp.stack([terms[k] for k in HISTORY_KEYS])
 
-  return jax.lax.scan(body, state, None, length=num_steps)
+  return loops.scan_steps(body, state, num_steps)
 
 
 train_chunk = jax.jit(_train_chunk_impl, static_argnames=('model', 'hp', 'num_steps', 'mesh'),
@@ -224,7 +226,8 @@ def discover_features(model, aux, config, rng: Array, mesh: jax.sharding.Mesh | 
                       on_chunk: Callable[[DiscoveryState, dict, float], bool] | None = None,
                       ) -> tuple[np.ndarray, dict]:
   """Runs Algorithm 1 for any feature model (``model.features(aux, keys) -> (B,H,W,C)``, optional
-  ``model.decode(aux, F)``). Chunks of ``config.log_every`` steps, each one jitted lax.scan.
+  ``model.decode(aux, F)``). Chunks of ``config.log_every`` steps, dispatched ``config.steps_per_call``
+  steps per jitted call (0 = auto: 1 on CPU, the whole chunk in one lax.scan elsewhere; loops.py).
 
   ``state``/``history`` resume a run; ``on_chunk(state, history, seconds)`` is called after every chunk
   and may return True to stop early (preemption). Returns (S (C, C) float32 numpy, history dict of
@@ -244,8 +247,19 @@ def discover_features(model, aux, config, rng: Array, mesh: jax.sharding.Mesh | 
   while step < hp.iterations:
     n = min(hp.log_every, hp.iterations - step)
     t0 = time.perf_counter()
-    state, metrics = train_chunk(model, aux, state, rng, hp=hp, num_steps=n, mesh=mesh)
-    metrics = np.asarray(jax.device_get(metrics))
+    per_call = loops.steps_per_call(config.get('steps_per_call', 0) if hasattr(config, 'get') else 0, n)
+    parts = []
+    for _ in range(n // per_call):
+      state, m = train_chunk(model, aux, state, rng, hp=hp, num_steps=per_call, mesh=mesh)
+      parts.append(m)
+      if mesh.size > 1 and per_call < n:
+        # XLA:CPU's in-process all-reduce can deadlock when several multi-device programs are in flight
+        # on fewer cores than devices (observed with 4 forced devices on 2 cores): one at a time.
+        jax.block_until_ready(state)
+    if n % per_call:
+      state, m = train_chunk(model, aux, state, rng, hp=hp, num_steps=n % per_call, mesh=mesh)
+      parts.append(m)
+    metrics = np.concatenate([np.asarray(p) for p in jax.device_get(parts)])
     seconds = time.perf_counter() - t0
     for i, k in enumerate(HISTORY_KEYS):
       history[k] = np.concatenate([history[k], metrics[:, i]])

@@ -43,6 +43,7 @@ from flax import struct
 
 from pmsfc_jax import composition
 from pmsfc_jax import degradations
+from pmsfc_jax import loops
 from pmsfc_jax import losses
 from pmsfc_jax.models import pggan
 
@@ -317,17 +318,33 @@ def run_steps(gen: pggan.Generator, percep: Optional[losses.Perceptual], state: 
   if _uses_vgg(s) and percep is None:
     raise ValueError('config.perceptual_weight != 0 needs the perceptual network (percep); '
                      'pass losses.load_perceptual(...) or set perceptual_weight=0')
-  return _run_steps_jit(gen, percep if _uses_vgg(s) else None, state, t, m, known, s, num_steps)
+  percep = percep if _uses_vgg(s) else None
+  x, tfeat = _objective_jit(percep, t, known, s)
+  per_call = loops.steps_per_call(config.get('steps_per_call', 0) if hasattr(config, 'get') else 0,
+                                  num_steps)
+  done = 0
+  while done < num_steps:
+    n = min(per_call, num_steps - done)
+    state = _run_steps_jit(gen, percep, state, x, tfeat, masks=m, known=known, s=s, num_steps=n)
+    done += n
+  return state
 
 
-def run_steps_impl(gen, percep, state: InversionState, targets, masks, known, s: Settings,
-                   num_steps: int) -> InversionState:
-  """The traced body of :func:`run_steps` (exposed for tests / custom jit wrappers)."""
-  opt = make_optimizer(s)
+@functools.partial(jax.jit, static_argnums=(3,))
+def _objective_jit(percep, targets: Array, known: Optional[Array], s: Settings):
+  """x of Eq. 9 and V(x), once per ``run_steps`` call (outside the gradient)."""
   x = _objective_target(targets, known, s)
   tfeat = None
   if _uses_vgg(s):
     tfeat = jax.lax.stop_gradient(losses.perceptual_features(percep, x))
+  return x, tfeat
+
+
+def run_steps_impl(gen, percep, state: InversionState, x, tfeat, masks, known, s: Settings,
+                   num_steps: int) -> InversionState:
+  """The traced body of :func:`run_steps`: ``num_steps`` steps on the objective target ``x`` (with its
+  features ``tfeat``), one ``lax.scan`` (no loop for a single step; see ``loops.py``)."""
+  opt = make_optimizer(s)
 
   def one(params, opt_state, step, hist, target, target_features, kn):
     loss, grads = jax.value_and_grad(_image_loss)(params, gen, percep, masks, target, target_features, kn, s)
@@ -343,12 +360,12 @@ def run_steps_impl(gen, percep, state: InversionState, targets, masks, known, s:
     return vone(params, opt_state, step, hist, x, tfeat, known), None
 
   carry = ({'codes': state.codes, 'weights': state.weights}, state.opt_state, state.step, state.loss_history)
-  (params, opt_state, step, hist), _ = jax.lax.scan(body, carry, None, length=num_steps)
+  (params, opt_state, step, hist), _ = loops.scan_steps(body, carry, num_steps)
   return state.replace(codes=params['codes'], weights=params['weights'], opt_state=opt_state, step=step,
                        loss_history=hist)
 
 
-_run_steps_jit = jax.jit(run_steps_impl, static_argnums=(6, 7), donate_argnums=(2,))
+_run_steps_jit = jax.jit(run_steps_impl, static_argnames=('s', 'num_steps'), donate_argnums=(2,))
 
 
 def finalize(gen: pggan.Generator, state: InversionState, targets, masks, config,

@@ -32,7 +32,8 @@ def get_config(arg=None):
   c.mu = 1.0                       # mu: weight of ||S||_1
   c.reduction = 'mean'             # 'mean' (official) or 'sum' (the paper's norms)
   c.init_value = 1e-4              # official init of S (off-diagonal; the diagonal is always 0)
-  c.log_every = 100                # steps per jitted lax.scan chunk and per log line
+  c.log_every = 100                # steps per chunk (one log line, host sync)
+  c.steps_per_call = 0             # steps per jitted lax.scan; 0 = auto: 1 on CPU (pmsfc_jax/loops.py)
   c.checkpoint_every = 500         # orbax checkpoint of S + Adam state (resume)
   # Clustering.
   c.num_subspaces = 6              # R

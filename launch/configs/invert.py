@@ -46,7 +46,8 @@ def _base() -> ml_collections.ConfigDict:
   c.adam_eps = 1e-8
   c.momentum = 0.0                  # SGD momentum (mGANprior: none)
   c.iterations = 7000
-  c.chunk_size = 500                # steps per lax.scan chunk in invert() (jobs checkpoint between chunks)
+  c.chunk_size = 500                # steps per run_steps call in invert() (jobs checkpoint between chunks)
+  c.steps_per_call = 0              # steps per jitted lax.scan; 0 = auto: 1 on CPU (pmsfc_jax/loops.py)
   c.init = 'normal'                 # latent init: 'normal' (N(0, I)) | 'zeros'
   c.weight_eps = 1e-3               # |sum_k tanh(w_k)| clamp of Eq. 6 (see composition.py)
   # Loss (Eq. 2 / 8 / 9).
