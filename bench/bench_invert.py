@@ -41,6 +41,8 @@ _FMAPS_MAX = flags.DEFINE_integer('fmaps_max', 512, 'Max channels.')
 _VGG_LAYER = flags.DEFINE_string('vgg_layer', 'relu3_3', 'Perceptual layer.')
 _VGG_RESIZE = flags.DEFINE_integer('vgg_resize', 256, 'VGG input size (0: no resize).')
 _PERCEPTUAL_WEIGHT = flags.DEFINE_float('perceptual_weight', 1.0, '0 skips VGG.')
+_PER_CALL = flags.DEFINE_integer('steps_per_call', 0, 'Steps per jitted lax.scan (0: auto, 1 on CPU; '
+                                 'pmsfc_jax/loops.py). Compare 1 with --steps on CPU.')
 
 
 def _flops(compiled) -> float:
@@ -61,7 +63,7 @@ def bench_one(res: int, batch: int, percep) -> dict:
     masks = np.eye(_R.value, dtype=bool)[labels].T
   cfg = dict(method=_METHOD.value, task='reconstruct', layer=_LAYER.value, num_codes=_K.value,
              optimizer=_OPT.value, lr=1e-2, iterations=2 * _STEPS.value + 2,
-             perceptual_weight=_PERCEPTUAL_WEIGHT.value)
+             perceptual_weight=_PERCEPTUAL_WEIGHT.value, steps_per_call=_PER_CALL.value)
   s = inversion.settings_from_config(cfg)
   targets = jnp.clip(gen(jax.random.normal(jax.random.key(1), (batch, gcfg.z_dim))), -1, 1)
   state = inversion.init_state(gen, percep, targets, masks, cfg, jax.random.key(2))
@@ -92,7 +94,8 @@ def main(argv):
   print(f'device: {dev.platform} {dev.device_kind} x{jax.device_count()}; method={_METHOD.value} '
         f'layer={_LAYER.value} R={_R.value} K={_K.value} optimizer={_OPT.value} '
         f'VGG={_VGG_LAYER.value}@{_VGG_RESIZE.value or "native"} (weight {_PERCEPTUAL_WEIGHT.value}) '
-        f'widths base={_FMAPS_BASE.value} max={_FMAPS_MAX.value} z={_Z.value} steps={_STEPS.value}')
+        f'widths base={_FMAPS_BASE.value} max={_FMAPS_MAX.value} z={_Z.value} steps={_STEPS.value} '
+        f'steps_per_call={_PER_CALL.value or "auto"}')
   print()
   print('| resolution | batch | s / step | s / step / image | GFLOP / step | achieved GFLOP/s | '
         'first call (compile + run) s |')
