@@ -119,7 +119,7 @@ def run(config: ml_collections.ConfigDict) -> dict:
     panels += [np.clip(delivered[m][:n], -1, 1) for m in config.methods]
     grid = imageio.make_grid(np.stack(panels, 1).reshape(-1, size, size, 3), ncols=len(panels))
     imageio.save_image(out / f'{task}_grid.png', np.repeat(np.repeat(grid, 2, 0), 2, 1))
-  table = format_table(results, config)
+  table = format_table(results, config, names)
   blob = {'results': results, 'per_image': per_image, 'images': names, 'wall_seconds': time.time() - t_start,
           'config': json.loads(config.to_json())}
   imageio.atomic_write_bytes(out / 'reproduction.json', json.dumps(blob, indent=1).encode())
@@ -133,8 +133,8 @@ def _upsample(x: np.ndarray, size: int) -> np.ndarray:
   return np.repeat(np.repeat(x, f, 1), f, 2)
 
 
-def format_table(results: dict, config) -> str:
-  lines = [f'Held-out CelebA faces {config.num_images} (from #{config.first_image + 1} of the list), '
+def format_table(results: dict, config, names) -> str:
+  lines = [f'{len(names)} held-out faces ({names[0]} .. {names[-1]}), '
            f'{config.iterations} iterations per method, Adam lr {config.lr}, layer {config.layer}, '
            f'PmSFC R = subspaces of `{config.subspaces}`, K = {config.num_codes_pmsfc}; '
            f'mGANprior N = {config.num_codes_mganprior}.', '',
