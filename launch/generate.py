@@ -36,14 +36,7 @@ _PNGS = flags.DEFINE_bool('pngs', True, 'Write one PNG per sample.')
 
 def load_latents(path: str, z_dim: int) -> np.ndarray:
   """Reads an .npy of shape (N, z_dim) or (z_dim,); fails naming the file on anything else."""
-  p = epath.Path(path)
-  if not p.exists():
-    raise FileNotFoundError(f'--latents {path} does not exist')
-  try:
-    with p.open('rb') as f:
-      z = np.load(f, allow_pickle=False)
-  except ValueError as e:
-    raise ValueError(f'--latents {path}: not a numeric .npy array ({e})') from None
+  z = imageio.load_npy(path, '--latents')
   if z.ndim == 1:
     z = z[None]
   if z.ndim != 2 or z.shape[1] != z_dim or z.shape[0] == 0:

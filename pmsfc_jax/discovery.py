@@ -420,14 +420,7 @@ def load_matrix(path, num_channels: int | None = None, layout: str = 'paper') ->
 
   ``layout='official'`` transposes a matrix saved by the official PyTorch code (``F_rec = M F``).
   """
-  path = epath.Path(path)
-  if not path.exists():
-    raise FileNotFoundError(f'self-expressive matrix {path} does not exist')
-  try:
-    with path.open('rb') as f:
-      S = np.load(f, allow_pickle=False)
-  except ValueError as e:
-    raise ValueError(f'{path}: not a plain .npy array ({e})') from e
+  S = imageio.load_npy(path, 'self-expressive matrix')
   S = clustering.check_matrix(S, num_channels, name=str(path))
   if layout == 'official':
     S = S.T

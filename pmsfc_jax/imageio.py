@@ -157,6 +157,18 @@ def load_image(path, size: Optional[int] = None, crop: str = 'center') -> np.nda
   return decode(read_bytes(path), path, size, crop)
 
 
+def load_npy(path, what: str) -> np.ndarray:
+  """Reads a plain ``.npy`` array (never unpickles); errors name ``what`` and the file."""
+  p = epath.Path(path)
+  if not p.exists():
+    raise FileNotFoundError(f'{what} {path} does not exist')
+  try:
+    with p.open('rb') as f:
+      return np.load(f, allow_pickle=False)
+  except ValueError as e:
+    raise ValueError(f'{what} {path}: not a plain .npy array ({e})') from None
+
+
 def to_float(img_uint8: np.ndarray) -> np.ndarray:
   return img_uint8.astype(np.float32) / 127.5 - 1.0
 
