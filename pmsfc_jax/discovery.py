@@ -49,6 +49,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from pmsfc_jax import checkpoints
 from pmsfc_jax import clustering
+from pmsfc_jax import distributed
 from pmsfc_jax import imageio
 from pmsfc_jax import loops
 from pmsfc_jax.models import pggan
@@ -134,10 +135,9 @@ def _offdiag(c: int) -> Array:
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
-  """A 1-D ``('data',)`` mesh over ``devices`` (default: all devices) with auto sharding propagation."""
-  devices = list(jax.devices() if devices is None else devices)
-  return jax.make_mesh((len(devices),), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=devices)
+  """``distributed.make_mesh`` over ``devices``, by default ALL devices of all hosts: discovery is one
+  data-parallel job (the batch job, by contrast, gives each host its own local mesh)."""
+  return distributed.make_mesh(devices=jax.devices() if devices is None else devices)
 
 
 def init_state(num_channels: int, hp: HParams, mesh: jax.sharding.Mesh | None = None) -> DiscoveryState:
