@@ -1,0 +1,1 @@
+"""The paper's math and models' use: pure functions and frozen configs, no file I/O (imports models/ only)."""

@@ -1,0 +1,366 @@
+"""THE config schema: every setting of every job, its default (written once, here) and its checks.
+
+Configs are frozen dataclasses (hashable: usable as ``jax.jit`` static arguments) made of sections.
+Whether a setting affects results follows from its section: everything outside ``job`` does (the batch
+job fingerprints it, see :func:`result_settings`); ``job`` holds how the work is done (paths of inputs
+and outputs, batch size, checkpoint cadence, devices, logging). Settings that name files (``metadata
+{'file': True}``) are fingerprinted by the files' contents, not their paths.
+
+Parse configs once at the boundary with :func:`parse` (ConfigDict, dict, or the typed object; old flat
+spellings such as ``lr`` or ``perceptual.resize`` are translated with a warning naming the new key, see
+``schema.py``) and build command-line configs with :func:`to_config_dict`. The paper's presets are
+functions in ``presets.py``. The GAN training config of the demo generator is ``gan.TrainConfig``.
+
+Paper defaults (PmSFC, "Experimental Setup"): PGGAN split at layer 3, R = 6 subspaces (fixed by the
+subspace masks), K = 5 codes per subspace, Adam lr 1e-4, betas (0.9, 0.999), 7000 iterations, loss
+``MSE + VGG16 relu3_3 L1`` (Eq. 8) with mGANprior's constants; Algorithm 1: Adam lr 1e-4, 3000 iterations,
+lambda 10, mu 1, batch 4 (official code).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from pmsfc_jax.core import schema
+from pmsfc_jax.models import vgg
+
+ConfigError = schema.ConfigError
+Removed = schema.Removed
+parse = schema.parse
+override = schema.override
+to_dict = schema.to_dict
+to_config_dict = schema.to_config_dict
+
+METHODS = ('pmsfc', 'mganprior')
+TASKS = ('reconstruct', 'colorize', 'super_resolve', 'inpaint')
+DOWNSAMPLE_METHODS = ('bilinear', 'area')
+CROPS = ('center', 'pad')
+REDUCTIONS = ('mean', 'sum')
+AFFINITIES = ('paper', 'dsc')
+
+
+def _file(default: str = '') -> Any:
+  """A setting naming a file or directory: results depend on its contents, not on its path."""
+  return dataclasses.field(default=default, metadata={'file': True})
+
+
+def check(ok: bool, message: str) -> None:
+  if not ok:
+    raise ConfigError(message)
+
+
+def _one_of(value: Any, allowed: tuple, key: str) -> None:
+  check(value in allowed, f'config.{key} must be one of {allowed}, got {value!r}')
+
+
+# ------------------------------------------------------------------------------------------------
+# Inversion (Eq. 1-2, 6-9).
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorSplit:
+  """The generator (checkpoint directory or shipped name, e.g. ``'demo'``) and its split layer l."""
+
+  generator: str = _file()
+  layer: int = 3   # G = G2 o G1 at layer l (paper: 3, the first 8x8 conv)
+
+
+@dataclasses.dataclass(frozen=True)
+class Model(GeneratorSplit):
+  """+ the subspace directory (``launch.discover`` output or shipped name); mGANprior needs none."""
+
+  subspaces: str = _file()
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """PmSFC (K codes per subspace) or mGANprior (N codes in total), Eq. 6-7 / Eq. 1."""
+
+  name: str = 'pmsfc'
+  num_codes: int = 5          # K per subspace (pmsfc) or N in total (mganprior)
+  init: str = 'normal'        # latent init: 'normal' (N(0, I)) | 'zeros'
+  weight_eps: float = 1e-3    # |sum_k tanh(w_k)| clamp of Eq. 6 (see composition.py)
+
+  def __post_init__(self):
+    _one_of(self.name, METHODS, 'method.name')
+    _one_of(self.init, ('normal', 'zeros'), 'method.init')
+    check(self.num_codes >= 1, f'config.method.num_codes must be >= 1, got {self.num_codes}')
+
+
+@dataclasses.dataclass(frozen=True)
+class Optim:
+  """The optimiser of the codes and weights (paper: Adam lr 1e-4, (0.9, 0.999), 7000 iterations)."""
+
+  optimizer: str = 'adam'     # 'adam' | 'sgd' (mGANprior's GD)
+  lr: float = 1e-4
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+  momentum: float = 0.0       # SGD momentum (mGANprior: none)
+  iterations: int = 7000
+
+  def __post_init__(self):
+    _one_of(self.optimizer, ('adam', 'sgd'), 'optim.optimizer')
+    check(self.iterations >= 0, f'config.optim.iterations must be >= 0, got {self.iterations}')
+
+
+@dataclasses.dataclass(frozen=True)
+class PerceptualConfig:
+  """Static settings of the perceptual feature V (Eq. 2 / 8; hashable: a jit static argument).
+
+  layer: VGG16 ReLU to cut at (``relu1_1`` .. ``relu5_3``); mGANprior: relu3_3 (``features[:16]``).
+  resize: square size the images are resized to before VGG (None or 0: no resize); mGANprior: 256.
+  resize_method: 'nearest' (PyTorch's ``F.interpolate`` nearest, mGANprior) or any
+    ``jax.image.resize`` method ('bilinear', 'bicubic', ...).
+  feature_scale: factor inside the VGG term (mGANprior's ``* 0.001``).
+  feature_loss: 'l1' (mean absolute difference, mGANprior's default) or 'l2' (mean squared difference).
+  """
+
+  layer: str = 'relu3_3'
+  resize: int | None = 256
+  resize_method: str = 'nearest'
+  feature_scale: float = 0.001
+  feature_loss: str = 'l1'
+
+  def __post_init__(self):
+    vgg.check_layer(self.layer)
+    if self.resize == 0:
+      object.__setattr__(self, 'resize', None)
+    check(self.feature_loss in ('l1', 'l2'), f"feature_loss must be 'l1' or 'l2', got {self.feature_loss!r}")
+    check(self.resize is None or (isinstance(self.resize, int) and self.resize >= 1),
+           f'resize must be a positive int or None, got {self.resize!r}')
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+  """Eq. 2 / 8: ``pixel_weight * MSE + perceptual_weight * feature_scale * L1(V(x), V(x_hat))``."""
+
+  pixel_weight: float = 1.0
+  perceptual_weight: float = 1.0   # mGANprior's vgg_lambda (0.1 for its inpainting)
+  perceptual: PerceptualConfig = PerceptualConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """The degradation P of Eq. 9 and how inputs are framed."""
+
+  name: str = 'reconstruct'   # 'reconstruct' | 'colorize' | 'super_resolve' | 'inpaint'
+  factor: int = 16            # super_resolve: downsampling factor (paper: 64 -> 1024)
+  downsample: str = 'bilinear'   # 'bilinear' (PyTorch, no anti-aliasing; mGANprior) | 'area'
+  mask: str = _file()         # inpaint: mask PNG (white = hole, mGANprior convention)
+  mask_threshold: float | None = 0.5   # hole if mask value > threshold; None keeps the soft mask
+  crop: str = 'center'        # non-square inputs: 'center' crop | 'pad' with white
+
+  def __post_init__(self):
+    check(self.name in TASKS, f'unknown task {self.name!r}; expected one of {", ".join(TASKS)}')
+    _one_of(self.downsample, DOWNSAMPLE_METHODS, 'task.downsample')
+    _one_of(self.crop, CROPS, 'task.crop')
+    if self.name == 'super_resolve':
+      check(self.factor >= 1, f'config.task.factor must be >= 1, got {self.factor}')
+
+  def unused(self) -> tuple[str, ...]:
+    """Settings this task does not read (left out of the fingerprint)."""
+    return (() if self.name == 'super_resolve' else ('factor', 'downsample')) + (
+        () if self.name == 'inpaint' else ('mask_threshold',))
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """How the batch job runs; nothing here changes an image's result."""
+
+  images: str = ''                 # directory (recursive), glob, list file or one image
+  output_dir: str = ''
+  batch_size: int = 8              # rounded up to a multiple of the device count
+  checkpoint_every: int = 500      # steps between orbax checkpoints of the batch state (0: never)
+  chunk_size: int = 500            # steps per run_steps call in invert() (jobs checkpoint between chunks)
+  steps_per_call: int = 0          # steps per jitted lax.scan; 0 = auto: 1 on CPU (core/loops.py)
+  num_devices: int = 0             # use only the first N local devices (0: all)
+  num_workers: int = 4             # image decoding threads
+  prefetch_batches: int = 2        # batches decoded ahead
+  log_every_s: float = 30.0        # seconds between progress lines
+  lpips: bool = False              # also compute LPIPS against the target
+  overwrite_config: bool = False   # redo everything when the output directory holds another config
+  retry_failed: bool = False       # retry images whose manifest line is an error
+  distributed: bool = False        # multi-host: jax.distributed.initialize()
+  coordinator_address: str = ''    # host:port of process 0 (default: env / cluster auto-detection)
+  num_processes: int = 0
+  process_id: int = -1
+
+  def __post_init__(self):
+    check(self.batch_size >= 1, f'--batch_size must be >= 1, got {self.batch_size}')
+    check(self.checkpoint_every >= 0, f'--checkpoint_every must be >= 0, got {self.checkpoint_every}')
+    check(self.chunk_size >= 0 and self.steps_per_call >= 0,
+           'config.job.chunk_size and config.job.steps_per_call must be >= 0')
+
+
+_JOB_KEYS = tuple(f.name for f in dataclasses.fields(Job))
+
+
+@dataclasses.dataclass(frozen=True)
+class InvertConfig:
+  """PmSFC / mGANprior inversion: what to compute (model .. task, seed) and how to run it (job)."""
+
+  model: Model = Model()
+  method: Method = Method()
+  optim: Optim = Optim()
+  loss: Loss = Loss()
+  task: Task = Task()
+  job: Job = Job()
+  seed: int = 0     # base seed of the per-image keys
+
+  LEGACY: ClassVar[dict[str, Any]] = {
+      'method': 'method.name', 'task': 'task.name', 'num_codes': 'method.num_codes',
+      'init': 'method.init', 'weight_eps': 'method.weight_eps', 'layer': 'model.layer',
+      'generator': 'model.generator', 'subspaces': 'model.subspaces',
+      'optimizer': 'optim.optimizer', 'lr': 'optim.lr', 'learning_rate': 'optim.lr', 'b1': 'optim.b1',
+      'beta1': 'optim.b1', 'b2': 'optim.b2', 'beta2': 'optim.b2', 'eps': 'optim.eps',
+      'adam_eps': 'optim.eps', 'momentum': 'optim.momentum', 'iterations': 'optim.iterations',
+      'pixel_weight': 'loss.pixel_weight', 'perceptual_weight': 'loss.perceptual_weight',
+      **{f'perceptual.{f.name}': f'loss.perceptual.{f.name}' for f in dataclasses.fields(PerceptualConfig)},
+      'factor': 'task.factor', 'downsample': 'task.downsample', 'mask': 'task.mask',
+      'mask_threshold': 'task.mask_threshold', 'crop': 'task.crop',
+      **{k: f'job.{k}' for k in _JOB_KEYS}, 'force': 'job.overwrite_config',
+      'num_subspaces': Removed('R is fixed by the subspace masks of model.subspaces'),
+  }
+
+
+def result_settings(cfg: Any) -> dict:
+  """The settings that change results: every section but ``job``, file settings left out (their
+  contents count instead), and the task settings the task does not read."""
+
+  def keep(obj) -> dict:
+    out = {}
+    for f in dataclasses.fields(obj):
+      value = getattr(obj, f.name)
+      if f.name == 'job' or f.metadata.get('file') or (isinstance(obj, Task) and f.name in obj.unused()):
+        continue
+      out[f.name] = keep(value) if dataclasses.is_dataclass(value) else value
+    return out
+
+  return keep(cfg)
+
+
+# ------------------------------------------------------------------------------------------------
+# Demo and reproduction: both methods at equal iterations.
+
+
+@dataclasses.dataclass(frozen=True)
+class Compare:
+  """mGANprior and PmSFC side by side: mGANprior gets N = R * K codes, as many as PmSFC in total."""
+
+  methods: tuple[str, ...] = ('mganprior', 'pmsfc')
+  num_codes_pmsfc: int = 5        # K per subspace (paper)
+  num_codes_mganprior: int = 30   # N = R * K (R = 6 subspaces)
+
+
+@dataclasses.dataclass(frozen=True)
+class Demo:
+  max_images: int = 16                          # of --images
+  generated_seeds: tuple[int, ...] = (0, 1, 2)  # without --images: astronaut + these generated faces
+
+
+@dataclasses.dataclass(frozen=True)
+class Reproduce:
+  first_image: int = 1            # index into the sorted list ([0] is 009000.jpg, a training face)
+  num_images: int = 100
+  tasks: tuple[str, ...] = TASKS
+  inpaint_perceptual_weight: float = 0.1   # mGANprior's inpainting script uses vgg lambda 0.1
+  grid_images: int = 8
+
+
+_COMPARE_LEGACY = {k: f'compare.{k}' for k in ('methods', 'num_codes_pmsfc', 'num_codes_mganprior')}
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig(InvertConfig):
+  compare: Compare = Compare()
+  demo: Demo = Demo()
+
+  LEGACY: ClassVar[dict[str, Any]] = {**InvertConfig.LEGACY, **_COMPARE_LEGACY,
+                                      'max_images': 'demo.max_images', 'generated_seeds': 'demo.generated_seeds'}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReproduceConfig(InvertConfig):
+  compare: Compare = Compare()
+  reproduce: Reproduce = Reproduce()
+
+  LEGACY: ClassVar[dict[str, Any]] = {**InvertConfig.LEGACY, **_COMPARE_LEGACY,
+                                      **{f.name: f'reproduce.{f.name}' for f in dataclasses.fields(Reproduce)}}
+
+
+def with_method(cfg: Any, method: str) -> Any:
+  """A :class:`DemoConfig` / :class:`ReproduceConfig` for ``method`` with that method's code count."""
+  n = cfg.compare.num_codes_mganprior if method == 'mganprior' else cfg.compare.num_codes_pmsfc
+  return dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, name=method, num_codes=n))
+
+
+# ------------------------------------------------------------------------------------------------
+# Subspace discovery (Algorithm 1, Eq. 3-5) and clustering.
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfExpression:
+  """Algorithm 1's hyper-parameters (static: part of the compiled step)."""
+
+  iterations: int = 3000
+  batch_size: int = 4        # official code: 4 (a multiple of the number of devices)
+  lr: float = 1e-4
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+  lam: float = 10.0          # lambda: weight of L_recD (Eq. 5)
+  mu: float = 1.0            # mu: weight of ||S||_1 (Eq. 5)
+  reduction: str = 'mean'    # 'mean' (official) or 'sum' (the paper's norms)
+  init_value: float = 1e-4   # official init of S (off-diagonal; the diagonal is always 0)
+
+  def __post_init__(self):
+    check(self.reduction in REDUCTIONS,
+           f'config.reduction must be one of {REDUCTIONS}, got {self.reduction!r}')
+    check(self.iterations >= 0, f'config.iterations must be a positive int, got {self.iterations!r}')
+    check(self.batch_size >= 1, f'config.batch_size must be a positive int, got {self.batch_size!r}')
+
+
+@dataclasses.dataclass(frozen=True)
+class Clustering:
+  num_subspaces: int = 6           # R
+  affinity: str = 'paper'          # 'paper' ((|S|+|S^T|)/2) or 'dsc' (official post-processing)
+  rho: float = 0.2                 # dsc: fraction of each column's L1 mass kept
+  subspace_dim: int = 6            # dsc: d, the SVD keeps rank d*R+1
+  alpha: float = 2.0               # dsc: power of the affinity
+  self_expressive_matrix: str = _file()   # S.npy: skip training, cluster this matrix
+  matrix_layout: str = 'paper'     # 'official' transposes a matrix saved by the official code (M = S^T)
+
+  def __post_init__(self):
+    _one_of(self.affinity, AFFINITIES, 'cluster.affinity')
+    _one_of(self.matrix_layout, ('paper', 'official'), 'cluster.matrix_layout')
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscoverJob:
+  output_dir: str = ''
+  log_every: int = 100             # steps per chunk (one progress line, host sync)
+  steps_per_call: int = 0          # steps per jitted lax.scan; 0 = auto: 1 on CPU (core/loops.py)
+  checkpoint_every: int = 500      # orbax checkpoint of S + Adam state (resume)
+  plots: bool = True
+  exchange_samples: int = 4        # N: exchange grids are N x N
+
+  def __post_init__(self):
+    check(self.log_every >= 1, f'config.log_every must be a positive int, got {self.log_every!r}')
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscoverConfig:
+  model: GeneratorSplit = GeneratorSplit()
+  optim: SelfExpression = SelfExpression()
+  cluster: Clustering = Clustering()
+  job: DiscoverJob = DiscoverJob()
+  seed: int = 0     # latents of training, spectral clustering, exchange-grid latents
+
+  LEGACY: ClassVar[dict[str, Any]] = {
+      'generator': 'model.generator', 'layer': 'model.layer',
+      **{f.name: f'optim.{f.name}' for f in dataclasses.fields(SelfExpression)},
+      **{f.name: f'cluster.{f.name}' for f in dataclasses.fields(Clustering)},
+      **{f.name: f'job.{f.name}' for f in dataclasses.fields(DiscoverJob)},
+  }
