@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pmsfc_jax import inversion
-from pmsfc_jax import losses
+from pmsfc_jax.core import config
+from pmsfc_jax.core import inversion
+from pmsfc_jax.io import pretrained
 from pmsfc_jax.models import pggan
 
 _RES = flags.DEFINE_list('resolutions', ['64', '256'], 'Generator resolutions.')
@@ -61,14 +62,15 @@ def bench_one(res: int, batch: int, percep) -> dict:
   if _METHOD.value == 'pmsfc':
     labels = np.random.default_rng(0).permutation(np.arange(channels) % _R.value)
     masks = np.eye(_R.value, dtype=bool)[labels].T
-  cfg = dict(method=_METHOD.value, task='reconstruct', layer=_LAYER.value, num_codes=_K.value,
-             optimizer=_OPT.value, lr=1e-2, iterations=2 * _STEPS.value + 2,
-             perceptual_weight=_PERCEPTUAL_WEIGHT.value, steps_per_call=_PER_CALL.value)
-  s = inversion.settings_from_config(cfg)
+  cfg = config.parse(config.InvertConfig, {
+      'method': {'name': _METHOD.value, 'num_codes': _K.value}, 'model': {'layer': _LAYER.value},
+      'optim': {'optimizer': _OPT.value, 'lr': 1e-2, 'iterations': 2 * _STEPS.value + 2},
+      'loss': {'perceptual_weight': _PERCEPTUAL_WEIGHT.value}, 'job': {'steps_per_call': _PER_CALL.value}})
+  s = cfg
   targets = jnp.clip(gen(jax.random.normal(jax.random.key(1), (batch, gcfg.z_dim))), -1, 1)
   state = inversion.init_state(gen, percep, targets, masks, cfg, jax.random.key(2))
   m = None if masks is None else jnp.asarray(masks, jnp.float32)
-  p = percep if s.perceptual_weight else None
+  p = percep if s.loss.perceptual_weight else None
   x, tfeat = inversion._objective_jit(p, targets, None, s)  # pylint: disable=protected-access
   one = inversion._run_steps_jit.lower(gen, p, state, x, tfeat, m, None, s, 1).compile()  # pylint: disable=protected-access
   flops = _flops(one)
@@ -88,7 +90,7 @@ def main(argv):
   del argv
   percep = None
   if _PERCEPTUAL_WEIGHT.value:
-    percep = losses.load_perceptual(losses.PerceptualConfig(
+    percep = pretrained.load_perceptual(config.PerceptualConfig(
         layer=_VGG_LAYER.value, resize=_VGG_RESIZE.value or None))
   dev = jax.devices()[0]
   print(f'device: {dev.platform} {dev.device_kind} x{jax.device_count()}; method={_METHOD.value} '

@@ -1,7 +1,7 @@
 r"""Batch-job benchmark: images*steps/s vs batch size and device count; memory per image (remat, bf16).
 
 1. Throughput: ``inversion.run_steps`` on a batch sharded over a ``'data'`` mesh of D devices
-   (``distributed.make_mesh`` / ``shard_batch``, params replicated), exactly as ``pipeline`` runs it,
+   (``mesh.make_mesh`` / ``shard_batch``, params replicated), exactly as the batch job runs it,
    for every (D, batch) pair; prints images*steps per second (after one warm-up call).
 2. Memory: XLA's ``compiled.memory_analysis()`` of ONE optimisation step (no execution, works on CPU) at
    the given resolutions with the official PGGAN widths, PmSFC R=6, K=5, layer 3, VGG16 relu3_3 at 256:
@@ -27,10 +27,14 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from pmsfc_jax import composition, distributed, inversion, losses
+from pmsfc_jax.core import composition
+from pmsfc_jax.core import config
+from pmsfc_jax.core import inversion
+from pmsfc_jax.core import mesh as mesh_lib
+from pmsfc_jax.core import presets
+from pmsfc_jax.io import pretrained
 from pmsfc_jax.models import pggan
 
 _DEVICES = flags.DEFINE_list('devices', ['1', '2', '4'], 'Device counts (first D local devices).')
@@ -66,11 +70,10 @@ def segmented_decode(remat: bool, dtype) -> callable:
   return decode
 
 
-def _config(**kw) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict(dict(method='pmsfc', task='reconstruct', layer=3, num_codes=5,
-                                     optimizer='adam', lr=0.03, iterations=1000, perceptual_weight=1.0))
-  c.update(kw)
-  return c
+def _config(**kw) -> config.InvertConfig:
+  """PmSFC, Adam lr 0.03 (``fast``), with ``perceptual_weight`` / ``iterations`` / ``lr`` overridden."""
+  paths = {'perceptual_weight': 'loss.perceptual_weight', 'iterations': 'optim.iterations', 'lr': 'optim.lr'}
+  return config.override(presets.invert('pmsfc,fast'), {paths[k]: v for k, v in kw.items()})
 
 
 def _masks(gcfg, r=6):
@@ -90,13 +93,13 @@ def throughput():
   for d in map(int, _DEVICES.value):
     if d > jax.local_device_count():
       continue
-    mesh = distributed.make_mesh(d)
-    gen = distributed.replicate(gen0, mesh)
+    mesh = mesh_lib.make_mesh(d)
+    gen = mesh_lib.replicate(gen0, mesh)
     for b in map(int, _BATCH.value):
-      bp = distributed.padded_size(b, d)
-      targets = distributed.shard_batch(np.zeros((bp, _RES.value, _RES.value, 3), np.float32), mesh)
-      keys = distributed.shard_batch(np.stack([np.array([0, i], np.uint32) for i in range(bp)]), mesh)
-      state = distributed.shard_batch(inversion.init_state(gen, None, targets, masks, config, keys), mesh)
+      bp = mesh_lib.padded_size(b, d)
+      targets = mesh_lib.shard_batch(np.zeros((bp, _RES.value, _RES.value, 3), np.float32), mesh)
+      keys = mesh_lib.shard_batch(np.stack([np.array([0, i], np.uint32) for i in range(bp)]), mesh)
+      state = mesh_lib.shard_batch(inversion.init_state(gen, None, targets, masks, config, keys), mesh)
       state = inversion.run_steps(gen, None, state, targets, masks, config, _STEPS.value)   # compile
       jax.block_until_ready(state.codes)
       t = time.perf_counter()
@@ -107,7 +110,7 @@ def throughput():
 
 
 def memory():
-  percep = losses.load_perceptual(losses.PerceptualConfig())
+  percep = pretrained.load_perceptual(config.PerceptualConfig())
   print(f'\n## Memory of one step per image (memory_analysis, batch {_MEM_BATCH.value}, official widths, '
         'pmsfc R=6 K=5, VGG relu3_3 @256)\n')
   print('| res | G2 variant | temp MiB / image | params+args MiB | compile s |\n|---|---|---|---|---|')
@@ -118,7 +121,7 @@ def memory():
       gen = jax.eval_shape(lambda: pggan.Generator(gcfg, pggan.init_params(gcfg, jax.random.key(0))))
       masks = jnp.asarray(_masks(gcfg), F32)
       b = _MEM_BATCH.value
-      s = inversion.settings_from_config(_config(iterations=10))
+      s = _config(iterations=10)
       targets = jax.ShapeDtypeStruct((b, res, res, 3), F32)
       keys = jax.ShapeDtypeStruct((b, 2), jnp.uint32)
       state = jax.eval_shape(lambda k: inversion._init_jit(gcfg, jax.random.wrap_key_data(k), 6, s), keys)

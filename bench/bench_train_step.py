@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pmsfc_jax import training
+from pmsfc_jax.core import gan as training
 from pmsfc_jax.models import discriminator as disc
 from pmsfc_jax.models import pggan
 
@@ -47,7 +47,7 @@ def main(argv):
   del argv
   g = pggan.GeneratorConfig(resolution=_RES.value, z_dim=_Z.value, fmaps_base=_FB.value, fmaps_max=_FM.value)
   d = disc.DiscriminatorConfig.for_generator(g)
-  hp = training.GANHParams(batch_size=_BATCH.value)
+  hp = training.GanOptim(batch_size=_BATCH.value)
   images = jnp.asarray(np.random.RandomState(0).randint(0, 256, (256, g.resolution, g.resolution, 3),
                                                         dtype=np.uint8))
   state = training.create_train_state(g, d, hp, 0)

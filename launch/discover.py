@@ -9,57 +9,26 @@ Flags given on the command line override ``--config`` (default ``launch/configs/
 ``launch/configs/discover.py:local`` for a CPU-sized run). The output directory holds an orbax checkpoint
 ``result/`` (S, masks, labels, history, config), the training checkpoints ``checkpoints/`` (a rerun
 resumes from there), ``S.npy``, ``masks.npy`` (R x C bool), ``labels.npy``, ``subspaces.json`` and PNGs
-(losses, affinity, one exchange grid per subspace); ``pmsfc_jax.discovery.load_subspaces(OUT)`` reads it.
+(losses, affinity, one exchange grid per subspace); ``pmsfc_jax.io.subspaces.load_subspaces(OUT)`` reads
+it. Exit status 143: preempted (state saved; rerun to resume).
 """
 
-import logging as pylogging
-import pathlib
-
 from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
 
-from pmsfc_jax import discovery
+from launch import flags as launch_flags
+from pmsfc_jax.core import config
+from pmsfc_jax.jobs import discover
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', str(pathlib.Path(__file__).parent / 'configs' / 'discover.py'),
-    'ml_collections config file (append :local for the small CPU variant).')
-flags.DEFINE_string('generator', None, 'Generator checkpoint directory or shipped name (e.g. demo).')
-flags.DEFINE_integer('layer', None, 'Split layer (paper: 3).')
-flags.DEFINE_integer('num_subspaces', None, 'Number of subspaces R.')
-flags.DEFINE_integer('iterations', None, 'Training iterations of S (paper: 3000).')
-flags.DEFINE_integer('batch_size', None, 'Latents per iteration (global, sharded over the devices).')
-flags.DEFINE_enum('affinity', None, ['paper', 'dsc'], 'Affinity/clustering route.')
-flags.DEFINE_string('output_dir', None, 'Output (subspace) directory.')
-flags.DEFINE_string('self_expressive_matrix', None, 'S.npy to cluster instead of training.')
-flags.DEFINE_enum('matrix_layout', None, ['paper', 'official'], 'Layout of --self_expressive_matrix.')
-flags.DEFINE_integer('seed', None, 'Random seed.')
-flags.DEFINE_float('lr', None, 'Adam learning rate (paper: 1e-4).')
-
-_MAPPED = ('generator', 'layer', 'num_subspaces', 'iterations', 'batch_size', 'affinity', 'output_dir',
-           'self_expressive_matrix', 'matrix_layout', 'seed', 'lr')
-
-
-class _QuietLibraries(pylogging.Filter):
-  """Drops orbax's INFO chatter (dozens of lines per checkpoint) so the progress lines stay readable."""
-
-  def filter(self, record):
-    return record.levelno >= pylogging.WARNING or '/orbax/' not in record.pathname
+NAMED = {'generator': 'model.generator', 'layer': 'model.layer', 'num_subspaces': 'cluster.num_subspaces',
+         'iterations': 'optim.iterations', 'batch_size': 'optim.batch_size', 'affinity': 'cluster.affinity',
+         'output_dir': 'job.output_dir', 'self_expressive_matrix': 'cluster.self_expressive_matrix',
+         'matrix_layout': 'cluster.matrix_layout', 'seed': 'seed'}
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_QuietLibraries())
-  config = _CONFIG.value
-  with config.unlocked():
-    for name in _MAPPED:
-      if flags.FLAGS[name].present:
-        config[name] = flags.FLAGS[name].value
-  discovery.run(config)
+  launch_flags.no_arguments(argv)
+  launch_flags.call(discover.run, launch_flags.config(config.DiscoverConfig, NAMED))
 
 
 if __name__ == '__main__':
-  flags.mark_flag_as_required('output_dir')
-  app.run(main)
+  app.run(main, flags_parser=launch_flags.parser(config.DiscoverConfig, NAMED, 'discover'))

@@ -10,36 +10,27 @@ WORKDIR/metrics.jsonl, WORKDIR/samples/ema_STEP.png (fixed z) and WORKDIR/config
 
 from absl import app
 from absl import flags
-from absl import logging
-from ml_collections import config_flags
 
-from pmsfc_jax import checkpoints
-from pmsfc_jax import training
+from launch import flags as launch_flags
+from pmsfc_jax.core import gan
+from pmsfc_jax.jobs import train_pggan
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, samples and logs.')
-_EXPORT = flags.DEFINE_string('export', None, 'If set, do not train: write the EMA generator of the '
-                              "workdir's latest checkpoint to this generator checkpoint directory.")
-_FORCE = flags.DEFINE_bool('force', False, 'With --export: overwrite an existing directory.')
-_SAMPLES = flags.DEFINE_string('samples', None, 'With --export: also write the grid of the exported '
-                               'generator for --seed (16 samples, launch.generate latents) to this PNG.')
-_SEED = flags.DEFINE_integer('seed', 0, 'With --samples: the latent seed.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, samples and logs.')
+flags.DEFINE_string('export', None, 'If set, do not train: write the EMA generator of the workdir\'s latest '
+                    'checkpoint to this generator checkpoint directory (--force overwrites it).')
+flags.DEFINE_string('samples', None, 'With --export: also write the grid of the exported generator for --seed '
+                    '(16 samples, launch.generate latents) to this PNG.')
+NAMED = {'force': None, 'seed': None}
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if _EXPORT.value:
-    path = training.export_generator(_CONFIG.value, _WORKDIR.value, _EXPORT.value, force=_FORCE.value)
-    logging.info('wrote %s', path)
-    print(path)
-    if _SAMPLES.value:
-      training.write_demo_samples(checkpoints.load_generator(path), _SAMPLES.value, seed=_SEED.value)
-      print(_SAMPLES.value)
-    return
-  training.train(_CONFIG.value, _WORKDIR.value)
+  launch_flags.no_arguments(argv)
+  cfg = launch_flags.config(gan.TrainConfig, NAMED)
+  if not flags.FLAGS.workdir:
+    raise app.UsageError('--workdir is required')
+  launch_flags.call(train_pggan.main, cfg, flags.FLAGS.workdir, **launch_flags.given('export', 'samples', 'force',
+                                                                                      'seed'))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=launch_flags.parser(gan.TrainConfig, NAMED))

@@ -4,7 +4,8 @@ import pytest
 from scipy.sparse.linalg import svds
 from sklearn.preprocessing import normalize
 
-from pmsfc_jax import clustering as cl
+from pmsfc_jax.core import clustering as cl
+from pmsfc_jax.core import composition
 
 
 # Independent re-statements of the official code (discover_subspace.py: thrC, post_proC's affinity).
@@ -64,7 +65,7 @@ def test_official_matrices_cluster_deterministically(shared_data, name, method):
   M = np.load(shared_data / 'official' / f'{name}_layer3_S.npy')
   S = cl.from_official_layout(M)
   labels, aff = cl.cluster(S, 6, method, seed=3)
-  masks = cl.check_masks(cl.masks_from_labels(labels, 6), 512)
+  masks = composition.check_masks(cl.masks_from_labels(labels, 6), 512)
   sizes = masks.sum(axis=1)
   assert masks.shape == (6, 512) and np.all(sizes > 0)
   assert np.all(np.diff(sizes) <= 0), sizes                      # largest first
@@ -84,7 +85,7 @@ def test_fill_empty_clusters_is_deterministic_partition():
   labels = np.array([0, 0, 0, 0, 1, 0])
   fixed = cl.fill_empty_clusters(labels, 3, aff)
   np.testing.assert_array_equal(fixed, [0, 0, 0, 0, 1, 2])
-  cl.check_masks(cl.masks_from_labels(fixed, 3))
+  composition.check_masks(cl.masks_from_labels(fixed, 3))
 
 
 def test_masks_from_labels_partition():
@@ -121,4 +122,4 @@ def test_bad_arguments():
 ])
 def test_check_masks_errors(masks, match):
   with pytest.raises(ValueError, match=match):
-    cl.check_masks(masks)
+    composition.check_masks(masks)

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pmsfc_jax import composition as C
+from pmsfc_jax.core import composition as C
 
 LAYER = 3
 
@@ -116,6 +116,6 @@ def test_check_masks_errors():
     C.check_masks(np.array([[1, 1, 0, 0], [0, 1, 0, 0]], bool), 4)
   with pytest.raises(ValueError, match='must be binary'):
     C.check_masks(np.full((1, 4), 0.5), 4)
-  assert C.check_masks(np.array([[1, 1, 0, 0]], bool), 4, require_partition=False).dtype == np.float32
+  assert C.check_masks(np.array([[1, 1, 0, 0]], bool), 4, require_partition=False).dtype == bool
   with pytest.raises(ValueError, match="method 'pmsfc' needs subspace masks"):
     C.compose(None, None, None, None, 3, 'pmsfc')

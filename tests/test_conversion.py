@@ -15,7 +15,7 @@ import pytest
 import torch
 from absl import flags
 
-from pmsfc_jax import checkpoints
+from pmsfc_jax.io import checkpoints
 from pmsfc_jax.models import pggan
 from tests import reference_pggan_torch as ref
 from weights_conversion import common, convert, mganprior_pth, nvidia_tf_pkl, safe_pickle

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pmsfc_jax import degradations as D
+from pmsfc_jax.core import config
+from pmsfc_jax.core import degradations as D
+from pmsfc_jax.io import masks
 
 
 def _rand(shape, seed=0):
@@ -64,34 +66,34 @@ def test_downsample_errors():
 def test_inpainting_mask_white_is_hole(shared_data, name):
   path = shared_data / 'images' / 'masks' / name
   raw = np.asarray(Image.open(path).convert('RGB'), np.float32).mean(-1) / 255
-  known = D.load_inpainting_mask(path)
+  known = masks.load_inpainting_mask(path)
   assert known.shape == raw.shape + (1,) and known.dtype == np.float32
   np.testing.assert_array_equal(known[..., 0], (raw <= 0.5).astype(np.float32))
   assert 0 < known.mean() < 1
-  soft = D.load_inpainting_mask(path, threshold=None)
+  soft = masks.load_inpainting_mask(path, threshold=None)
   np.testing.assert_allclose(soft[..., 0], 1 - raw, atol=1e-6)
-  small = D.load_inpainting_mask(path, size=32)
+  small = masks.load_inpainting_mask(path, size=32)
   assert small.shape == (32, 32, 1) and set(np.unique(small)) <= {0.0, 1.0}
 
 
 def test_inpainting_mask_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match='inpainting mask .*nope.png does not exist'):
-    D.load_inpainting_mask(tmp_path / 'nope.png')
+    masks.load_inpainting_mask(tmp_path / 'nope.png')
   bad = tmp_path / 'bad.png'
   bad.write_bytes(b'not an image')
   with pytest.raises(ValueError, match='bad.png: cannot be read as an image'):
-    D.load_inpainting_mask(bad)
+    masks.load_inpainting_mask(bad)
 
 
 def test_degrade_and_prepare_target_per_task():
   x = jnp.asarray(_rand((1, 8, 8, 3), 5))
   known = jnp.zeros((1, 8, 8, 1)).at[:, :4].set(1.0)
-  cfg = {'task': 'inpaint'}
+  cfg = config.Task(name='inpaint')
   y = np.asarray(D.prepare_target(x, cfg, known=known))
   np.testing.assert_array_equal(y[:, 4:], 0)
   np.testing.assert_array_equal(y[:, :4], np.asarray(x)[:, :4])
-  assert D.prepare_target(x, {'task': 'super_resolve', 'factor': 4, 'downsample': 'area'}).shape == (1, 2, 2, 3)
-  np.testing.assert_array_equal(D.prepare_target(x, {'task': 'reconstruct'}), x)
+  assert D.prepare_target(x, config.Task('super_resolve', factor=4, downsample='area')).shape == (1, 2, 2, 3)
+  np.testing.assert_array_equal(D.prepare_target(x, config.Task('reconstruct')), x)
   with pytest.raises(ValueError, match="task 'inpaint' needs the known-pixel mask"):
     D.degrade(x, 'inpaint')
   with pytest.raises(ValueError, match="unknown task 'deblur'"):

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pmsfc_jax import checkpoints
-from pmsfc_jax import clustering
-from pmsfc_jax import demo
-from pmsfc_jax import discovery
-from pmsfc_jax import imageio
-from pmsfc_jax import reproduce
+from pmsfc_jax.core import config
+from pmsfc_jax.core import presets
+from pmsfc_jax.io import checkpoints
+from pmsfc_jax.io import images as imageio
+from pmsfc_jax.io import subspaces
+from pmsfc_jax.jobs import demo
+from pmsfc_jax.jobs import reproduce
 from pmsfc_jax.models import pggan
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -28,24 +29,21 @@ def tiny_assets(tmp_path_factory):
   cfg = pggan.GeneratorConfig(resolution=16, z_dim=16, fmaps_base=256, fmaps_max=16)
   checkpoints.save_generator(root / 'gen', cfg, pggan.init_params(cfg, jax.random.key(3)))
   labels = np.arange(16) % 3
-  discovery.write_subspaces(root / 'subspaces', np.zeros((16, 16), np.float32), labels, 3, layer=3)
+  subspaces.write_subspaces(root / 'subspaces', np.zeros((16, 16), np.float32), labels, 3, layer=3)
   return root
 
 
-def _local_config(module, tiny_assets, out):
-  config = module.get_config('local')
-  config.generator = str(tiny_assets / 'gen')
-  config.subspaces = str(tiny_assets / 'subspaces')
-  config.output_dir = str(out)
-  return config
+def _local_config(preset, tiny_assets, out, **values):
+  return config.override(preset('local'), {'model.generator': str(tiny_assets / 'gen'),
+                                           'model.subspaces': str(tiny_assets / 'subspaces'),
+                                           'job.output_dir': str(out), **values})
 
 
 def test_demo_on_user_images_writes_grid_and_table(tiny_assets, tmp_path, shared_data):
-  from launch.configs import demo as demo_config
-  config = _local_config(demo_config, tiny_assets, tmp_path / 'out')
   faces = sorted((shared_data / 'celeba_small').glob('00900[12].jpg'))
-  config.images = str(shared_data / 'celeba_small' / '00900[12].jpg')
-  summary = demo.run_demo(config)
+  cfg = _local_config(presets.demo, tiny_assets, tmp_path / 'out',
+                      **{'job.images': str(shared_data / 'celeba_small' / '00900[12].jpg')})
+  summary = demo.run(cfg)
   assert [r['image'] for r in summary['rows']] == [f.stem for f in faces] + ['**mean**']
   for row in summary['rows']:
     for method in ('mganprior', 'pmsfc'):
@@ -71,11 +69,10 @@ def test_astronaut_face_is_the_scikit_image_photo():
 
 
 def test_reproduce_writes_table_for_every_task(tiny_assets, tmp_path, shared_data):
-  from launch.configs import reproduce as reproduce_config
-  config = _local_config(reproduce_config, tiny_assets, tmp_path / 'out')
-  config.images = str(shared_data / 'celeba_small' / '009*.jpg')
-  config.mask = str(shared_data / 'images' / 'masks' / 'mask-2.png')
-  blob = reproduce.run(config)
+  cfg = _local_config(presets.reproduce, tiny_assets, tmp_path / 'out',
+                      **{'job.images': str(shared_data / 'celeba_small' / '009*.jpg'),
+                         'task.mask': str(shared_data / 'images' / 'masks' / 'mask-2.png')})
+  blob = reproduce.run(cfg)
   assert blob['images'] == ['009001', '009002']
   results = blob['results']
   assert set(results) == {'reconstruct', 'colorize', 'super_resolve', 'inpaint'}

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pmsfc_jax import checkpoints
-from pmsfc_jax import imageio
+from pmsfc_jax.io import checkpoints
+from pmsfc_jax.io import images as imageio
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ASSET = REPO / 'pmsfc_jax' / 'assets' / 'demo' / 'generator'
@@ -35,7 +35,7 @@ def _require_asset():
 
 
 def _grid_cells(grid: np.ndarray, res: int) -> np.ndarray:
-  """Cells of a ``training.write_demo_samples`` grid (nearest-upscaled by UPSCALE) at native size."""
+  """Cells of a ``jobs.train_pggan.write_demo_samples`` grid (nearest-upscaled by UPSCALE) at native size."""
   cells = []
   for i in range(NUM):
     r, c = divmod(i, NCOLS)
@@ -89,7 +89,7 @@ def test_loads_by_name_from_installed_wheel(tmp_path):
   assert sorted(want) == sorted(shipped), f'wheel misses assets: {sorted(set(want) - set(shipped))}'
   site = tmp_path / 'site'
   zipfile.ZipFile(wheel).extractall(site)
-  code = ('import jax, numpy as np, pmsfc_jax; from pmsfc_jax import checkpoints; '
+  code = ('import jax, numpy as np, pmsfc_jax; from pmsfc_jax.io import checkpoints; '
           'g = checkpoints.load_generator("demo"); '
           'img = g(jax.random.normal(jax.random.key(0), (2, g.config.z_dim))); '
           'print(pmsfc_jax.__file__); print(g.config.resolution, img.shape, float(np.abs(img).mean()))')

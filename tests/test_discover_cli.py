@@ -9,8 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from pmsfc_jax import checkpoints
-from pmsfc_jax import discovery
+from pmsfc_jax.io import checkpoints
+from pmsfc_jax.core import clustering
+from pmsfc_jax.io import subspaces
 from pmsfc_jax.models import pggan
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def test_cli_trains_clusters_and_draws(gen_dir, tmp_path):
   info = json.loads((out / 'subspaces.json').read_text())
   assert (info['layer'], info['num_subspaces'], info['channels'], info['affinity'], info['seed'],
           info['iterations']) == (3, 3, 32, 'dsc', 1, 4)
-  sub = discovery.load_subspaces(out)
+  sub = subspaces.load_subspaces(out)
   assert sub.masks.shape == (3, 32) and np.all(sub.masks.sum(axis=0) == 1) and np.all(sub.masks.sum(1) > 0)
   np.testing.assert_array_equal(np.diag(sub.S), 0)
   from PIL import Image
@@ -57,12 +58,12 @@ def test_cli_clusters_a_given_matrix_without_generator(shared_data, tmp_path):
   out = tmp_path / 'official'
   _run(f'--self_expressive_matrix={shared_data / "official" / "bedroom_layer3_S.npy"}',
        '--matrix_layout=official', '--num_subspaces=6', '--affinity=paper', f'--output_dir={out}')
-  sub = discovery.load_subspaces(out)
+  sub = subspaces.load_subspaces(out)
   assert sub.masks.shape == (6, 512) and sub.meta['source'].endswith('bedroom_layer3_S.npy')
   assert (out / 'affinity_paper.png').is_file()
   assert not list(out.glob('exchange_*.png')) and not (out / 'losses.png').exists()
   M = np.load(shared_data / 'official' / 'bedroom_layer3_S.npy')
-  np.testing.assert_array_equal(sub.S, discovery.clustering.from_official_layout(M).astype(np.float32))
+  np.testing.assert_array_equal(sub.S, clustering.from_official_layout(M).astype(np.float32))
 
 
 def test_cli_rejects_a_matrix_that_does_not_fit_the_generator(gen_dir, shared_data, tmp_path):

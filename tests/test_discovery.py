@@ -6,15 +6,21 @@ import signal
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from pmsfc_jax import clustering
-from pmsfc_jax import discovery
-from pmsfc_jax import loops
+from pmsfc_jax.core import clustering
+from pmsfc_jax.core import composition
+from pmsfc_jax.core import config
+from pmsfc_jax.core import editing
+from pmsfc_jax.core import loops
+from pmsfc_jax.core import self_expression as discovery
+from pmsfc_jax.io import subspaces
+from pmsfc_jax.jobs import discover as discover_job
+from pmsfc_jax.jobs import plots
 from pmsfc_jax.models import pggan
+from tests import configs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +52,7 @@ class PlantedFeatures:
 
 
 def _config(**kw):
-  base = dict(layer=3, iterations=20, batch_size=4, lr=1e-3, log_every=10)
-  base.update(kw)
-  return ml_collections.ConfigDict(base)
+  return configs.discover(**{**dict(layer=3, iterations=20, batch_size=4, lr=1e-3, log_every=10), **kw})
 
 
 @pytest.mark.parametrize('method', ['paper', 'dsc'])
@@ -91,7 +95,7 @@ def test_tiny_pggan_end_to_end(tiny_generator, tiny_run):
   assert hist['rec_d'][-1] < hist['rec_d'][0] and hist['rec_f'][-1] < hist['rec_f'][0]
   np.testing.assert_allclose(hist['total'], hist['rec_f'] + 10 * hist['rec_d'] + hist['l1'], rtol=1e-5)
   labels, _ = clustering.cluster(S, 6, 'paper', seed=0)
-  masks = clustering.check_masks(clustering.masks_from_labels(labels, 6), 32)
+  masks = composition.check_masks(clustering.masks_from_labels(labels, 6), 32)
   np.testing.assert_array_equal(masks.sum(axis=0), 1)
   # Same seed -> identical; another seed -> different.
   S2, hist2 = discovery.discover(tiny_generator, _config(), jax.random.key(0))
@@ -149,7 +153,7 @@ def test_losses_match_numpy_reference(tiny_generator):
   refs = {'mean': (np.mean((F - FS) ** 2), np.mean((X - XS) ** 2), np.mean(np.abs(S0))),
           'sum': (np.sum((F - FS) ** 2) / 2, np.sum((X - XS) ** 2) / 2, np.sum(np.abs(S0)))}
   for reduction, ref in refs.items():
-    hp = discovery.HParams(lam=10.0, mu=1.0, reduction=reduction)
+    hp = config.SelfExpression(lam=10.0, mu=1.0, reduction=reduction)
     total, terms = discovery.self_expressive_losses(jnp.asarray(S), jnp.asarray(feats), hp, decode)
     np.testing.assert_allclose([terms['rec_f'], terms['rec_d'], terms['l1']], ref, rtol=2e-4)
     np.testing.assert_allclose(total, ref[0] + 10 * ref[1] + ref[2], rtol=2e-4)
@@ -177,35 +181,35 @@ def test_load_matrix_errors(tmp_path, array, match):
   path = tmp_path / 'S.npy'
   np.save(path, array, allow_pickle=True)
   with pytest.raises(ValueError, match=match):
-    discovery.load_matrix(path, num_channels=64)
+    subspaces.load_matrix(path, num_channels=64)
 
 
 def test_load_matrix_layouts(tmp_path):
   M = np.arange(16, dtype=np.float32).reshape(4, 4)
   np.save(tmp_path / 'S.npy', M)
-  paper = discovery.load_matrix(tmp_path / 'S.npy')
-  official = discovery.load_matrix(tmp_path / 'S.npy', layout='official')
+  paper = subspaces.load_matrix(tmp_path / 'S.npy')
+  official = subspaces.load_matrix(tmp_path / 'S.npy', layout='official')
   np.testing.assert_array_equal(np.diag(paper), 0)
   np.testing.assert_array_equal(official, paper.T)
   with pytest.raises(FileNotFoundError, match='does not exist'):
-    discovery.load_matrix(tmp_path / 'missing.npy')
+    subspaces.load_matrix(tmp_path / 'missing.npy')
 
 
 def test_train_resumes_to_the_same_result(tiny_generator, tiny_run, tmp_path):
   S_ref, hist_ref = tiny_run
   cfg = _config(iterations=10, checkpoint_every=10, seed=0)
-  S_half, hist_half = discovery.train(tiny_generator, cfg, tmp_path)
+  S_half, hist_half = discover_job.train(tiny_generator, cfg, tmp_path)
   assert len(hist_half['total']) == 10
-  S, hist = discovery.train(tiny_generator, _config(iterations=20, checkpoint_every=10, seed=0), tmp_path)
+  S, hist = discover_job.train(tiny_generator, _config(iterations=20, checkpoint_every=10, seed=0), tmp_path)
   np.testing.assert_allclose(S, S_ref, atol=1e-7)
   np.testing.assert_allclose(hist['total'], hist_ref['total'], rtol=1e-6)
   # Rerunning a finished run restores it without training.
-  S_again, _ = discovery.train(tiny_generator, _config(iterations=20, checkpoint_every=10, seed=0), tmp_path)
+  S_again, _ = discover_job.train(tiny_generator, _config(iterations=20, checkpoint_every=10, seed=0), tmp_path)
   np.testing.assert_array_equal(S_again, S)
   with pytest.raises(ValueError, match=r"cannot resume, the config differs .*\{'lam': \(10.0, 1.0\)\}"):
-    discovery.train(tiny_generator, _config(iterations=30, lam=1.0, seed=0), tmp_path)
+    discover_job.train(tiny_generator, _config(iterations=30, lam=1.0, seed=0), tmp_path)
   with pytest.raises(ValueError, match=r'the checkpoint is at step 20, past --iterations=10'):
-    discovery.train(tiny_generator, _config(iterations=10, seed=0), tmp_path)
+    discover_job.train(tiny_generator, _config(iterations=10, seed=0), tmp_path)
 
 
 def test_sigterm_saves_and_the_rerun_finishes_identically(tiny_generator, tiny_run, tmp_path, monkeypatch):
@@ -222,12 +226,12 @@ def test_sigterm_saves_and_the_rerun_finishes_identically(tiny_generator, tiny_r
 
   monkeypatch.setattr(discovery, 'train_chunk', chunk_then_sigterm)
   with pytest.raises(SystemExit) as exc:
-    discovery.train(tiny_generator, _config(checkpoint_every=100, seed=0), tmp_path)
+    discover_job.train(tiny_generator, _config(checkpoint_every=100, seed=0), tmp_path)
   # The signal lands during the first chunk (log_every=10 steps, in calls of steps_per_call steps).
   assert exc.value.code == 143 and len(calls) == 10 // loops.steps_per_call(0, 10)
   assert (tmp_path / 'checkpoints' / '10').is_dir()   # saved at the preemption, not at checkpoint_every
   monkeypatch.setattr(discovery, 'train_chunk', original)
-  S, hist = discovery.train(tiny_generator, _config(checkpoint_every=100, seed=0), tmp_path)
+  S, hist = discover_job.train(tiny_generator, _config(checkpoint_every=100, seed=0), tmp_path)
   np.testing.assert_allclose(S, S_ref, atol=1e-7)
   np.testing.assert_allclose(hist['total'], hist_ref['total'], rtol=1e-6)
 
@@ -236,8 +240,8 @@ def test_subspace_directory_roundtrip_and_errors(tmp_path):
   S = clustering.zero_diagonal(np.random.default_rng(0).normal(size=(12, 12))).astype(np.float32)
   labels = np.array([0, 1, 2, 0, 1, 0, 0, 1, 2, 0, 1, 0])
   hist = {'total': np.arange(3, dtype=np.float32)}
-  discovery.write_subspaces(tmp_path / 'sub', S, labels, 3, layer=3, history=hist, meta={'seed': 1})
-  sub = discovery.load_subspaces(tmp_path / 'sub')
+  subspaces.write_subspaces(tmp_path / 'sub', S, labels, 3, layer=3, history=hist, meta={'seed': 1})
+  sub = subspaces.load_subspaces(tmp_path / 'sub')
   assert sub.layer == 3 and sub.num_subspaces == 3 and sub.num_channels == 12 and sub.meta['seed'] == 1
   np.testing.assert_array_equal(sub.masks, clustering.masks_from_labels(labels, 3))
   np.testing.assert_array_equal(sub.labels, labels)
@@ -245,24 +249,23 @@ def test_subspace_directory_roundtrip_and_errors(tmp_path):
   # Without the .npy files it falls back to the orbax result/ checkpoint.
   for name in ('S.npy', 'masks.npy', 'labels.npy'):
     (tmp_path / 'sub' / name).unlink()
-  sub2 = discovery.load_subspaces(tmp_path / 'sub')
+  sub2 = subspaces.load_subspaces(tmp_path / 'sub')
   np.testing.assert_array_equal(sub2.masks, sub.masks)
   np.testing.assert_array_equal(sub2.S, S)
   # Broken directories.
   np.save(tmp_path / 'sub' / 'masks.npy', np.ones((3, 12), bool))
   with pytest.raises(ValueError, match='channel 0 is in 3 subspaces'):
-    discovery.load_subspaces(tmp_path / 'sub')
+    subspaces.load_subspaces(tmp_path / 'sub')
   with pytest.raises(FileNotFoundError, match='is not a subspace directory: missing'):
-    discovery.load_subspaces(tmp_path)
+    subspaces.load_subspaces(tmp_path)
   with pytest.raises(FileNotFoundError, match="'nonexistent_model' is neither a directory nor a shipped"):
-    discovery.load_subspaces('nonexistent_model')
+    subspaces.load_subspaces('nonexistent_model')
 
 
 def test_exchange_grid_swaps_exactly_the_subspace_channels(tiny_generator):
-  from pmsfc_jax import plots
   f = jnp.asarray(np.random.default_rng(0).normal(size=(3, 2, 2, 5)), jnp.float32)
   mask = jnp.asarray([True, False, True, False, False])
-  mixed = np.asarray(plots.exchange_features(f, mask))
+  mixed = np.asarray(editing.exchange_features(f[:, None], f[None, :], mask))
   for i in range(3):
     for j in range(3):
       np.testing.assert_array_equal(mixed[i, j][..., [0, 2]], np.asarray(f[j])[..., [0, 2]])

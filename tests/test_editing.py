@@ -4,11 +4,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from launch.configs import invert as invert_config
-from pmsfc_jax import composition
-from pmsfc_jax import editing
-from pmsfc_jax import inversion
+from pmsfc_jax.core import composition
+from pmsfc_jax.core import editing
+from pmsfc_jax.core import inversion
 from pmsfc_jax.models import pggan
+from tests import configs
 
 LAYER = 3
 
@@ -19,8 +19,7 @@ def inverted():
   gen = pggan.Generator(cfg, pggan.init_params(cfg, jax.random.key(0)))
   labels = np.random.default_rng(0).permutation(np.arange(32) % 3)
   masks = np.eye(3, dtype=bool)[labels].T
-  c = invert_config.get_config('pmsfc,local')
-  c.perceptual_weight, c.num_codes, c.iterations, c.lr = 0.0, 2, 5, 0.05
+  c = configs.invert('pmsfc,local', perceptual_weight=0.0, num_codes=2, iterations=5, lr=0.05)
   targets = gen(jax.random.normal(jax.random.key(1), (3, 32)))
   res = inversion.invert(gen, None, targets, masks, c, jax.random.key(2))
   return gen, masks, c, res
@@ -75,8 +74,7 @@ def test_interpolation_path(inverted):
 
 def test_interpolation_works_for_mganprior(inverted):
   gen, _, _, _ = inverted
-  c = invert_config.get_config('mganprior,local')
-  c.perceptual_weight, c.num_codes, c.iterations = 0.0, 3, 2
+  c = configs.invert('mganprior,local', perceptual_weight=0.0, num_codes=3, iterations=2)
   targets = gen(jax.random.normal(jax.random.key(4), (2, 32)))
   res = inversion.invert(gen, None, targets, None, c, jax.random.key(5))
   path = np.asarray(editing.interpolate(gen, res, None, c, 0, 1, num_frames=3))

@@ -11,9 +11,9 @@ import pytest
 
 from etils import epath
 
-from pmsfc_jax import evaluation
-from pmsfc_jax import imageio
-from pmsfc_jax import metrics
+from pmsfc_jax.evaluation import evaluate as evaluation
+from pmsfc_jax.evaluation import metrics
+from pmsfc_jax.io import images as imageio
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def folders(tmp_path, shared_data):
 
 def test_evaluate_values_and_problems(folders):
   ref, cand = folders
-  pairs, unmatched = evaluation.evaluate(ref, cand, ['psnr', 'ssim', 'auc'], log=lambda m: None)
+  pairs, unmatched = evaluation.evaluate(ref, cand, ['psnr', 'ssim', 'auc'])
   status = {p.reference.name: p.status for p in pairs}
   assert status['5_01.png'].startswith('unreadable candidate: not an image')
   assert status['8_01.png'] == 'missing candidate'
@@ -81,11 +81,11 @@ def test_size_mismatch_names_both_files_unless_resize(folders):
   small = imageio.load_image(ref / '8_01.png', size=24)
   imageio.save_image(cand / '8_01.png', small)
   with pytest.raises(evaluation.SizeMismatchError) as e:
-    evaluation.evaluate(ref, cand, ['psnr'], log=lambda m: None)
+    evaluation.evaluate(ref, cand, ['psnr'])
   assert str(e.value) == (f'size mismatch: reference {ref / "8_01.png"} is 32x32 but candidate '
                           f'{cand / "8_01.png"} is 24x24 (pass --resize to resize candidates to the '
                           'reference size)')
-  pairs, _ = evaluation.evaluate(ref, cand, ['psnr'], resize=True, log=lambda m: None)
+  pairs, _ = evaluation.evaluate(ref, cand, ['psnr'], resize=True)
   p = [p for p in pairs if p.reference.name == '8_01.png'][0]
   assert p.resized and p.size == (32, 32) and 15 < p.values['psnr'] < 60
 

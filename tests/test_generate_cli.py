@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pmsfc_jax import checkpoints, imageio
+from pmsfc_jax.io import checkpoints
+from pmsfc_jax.io import images as imageio
 from tests.test_conversion import run_cli_in_process
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

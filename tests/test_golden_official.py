@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pmsfc_jax import checkpoints, imageio
+from pmsfc_jax.io import checkpoints
+from pmsfc_jax.io import images as imageio
 from pmsfc_jax.models import pggan
 
 CASES = {

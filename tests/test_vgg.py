@@ -7,7 +7,8 @@ import torch.nn.functional as F
 import jax
 import jax.numpy as jnp
 
-from pmsfc_jax import imageio
+from pmsfc_jax.io import images as imageio
+from pmsfc_jax.io import pretrained
 from pmsfc_jax.models import vgg
 
 
@@ -38,7 +39,7 @@ def face(shared_data):
 
 @pytest.mark.parametrize('layer', ['relu1_2', 'relu3_3', 'relu5_3'])
 def test_features_match_torch(face, layer):
-  params = vgg.load_vgg16_params(layer)
+  params = pretrained.load_vgg16_params(layer)
   ours = np.asarray(jax.jit(vgg.features, static_argnums=(2,))(params, face, layer))
   ref = _torch_vgg_features(params, (np.asarray(face) + 1) / 2, layer)
   assert ours.shape == ref.shape == (1,) + vgg.feature_shape(layer, 36, 36)
@@ -47,8 +48,8 @@ def test_features_match_torch(face, layer):
 
 
 def test_params_up_to_layer_only():
-  assert sorted(vgg.load_vgg16_params('relu3_3')) == [f'Conv_{i}' for i in range(7)]
-  assert len(vgg.load_vgg16_params('relu5_3')) == 13
+  assert sorted(pretrained.load_vgg16_params('relu3_3')) == [f'Conv_{i}' for i in range(7)]
+  assert len(pretrained.load_vgg16_params('relu5_3')) == 13
 
 
 def test_unknown_layer():

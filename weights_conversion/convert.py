@@ -6,9 +6,10 @@ import hashlib
 import os
 from typing import Any
 
+from absl import logging
 from etils import epath
 
-from pmsfc_jax import checkpoints
+from pmsfc_jax.io import checkpoints
 from pmsfc_jax.models import pggan
 from weights_conversion import mganprior_pth, nvidia_tf_pkl
 from weights_conversion.common import ConversionError
@@ -64,4 +65,15 @@ def convert_and_save(source: str | os.PathLike, output: str | os.PathLike, sourc
   """Converts ``source`` and writes the orbax generator checkpoint ``output`` (loadable by path alone)."""
   config, params, meta = convert_file(source, source_format, **config_overrides)
   checkpoints.save_generator(output, config, params, meta=meta, force=force)
+  return config
+
+
+def main(source: str, output: str, source_format: str = 'auto', force: bool = False,
+         fused_scale: str | None = None, **expected) -> pggan.GeneratorConfig:
+  """``launch.convert``: converts and saves; ``fused_scale`` 'true' | 'false' | 'auto'; ``expected``
+  (resolution, z_dim, fmaps_base, fmaps_max) must agree with the file."""
+  fused = {'true': True, 'false': False, 'auto': 'auto', None: None}[fused_scale]
+  config = convert_and_save(source, output, source_format, force=force, fused_scale=fused, **expected)
+  logging.info('wrote %s: %s', output, config)
+  print(f'converted {source} -> {output}: {config}')
   return config

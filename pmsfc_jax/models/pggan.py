@@ -134,7 +134,7 @@ def layer_table(config: GeneratorConfig) -> tuple[LayerSpec, ...]:
 
 def feature_shape(config: GeneratorConfig, layer: int) -> tuple[int, ...]:
   """Shape (without batch) of ``G1(z, layer)``: (z_dim,) for layer 0, else (H, W, C) NHWC."""
-  _check_layer(config, layer)
+  check_layer(config, layer)
   if layer == 0:
     return (config.z_dim,)
   spec = layer_table(config)[layer - 1]
@@ -146,7 +146,7 @@ def feature_shapes(config: GeneratorConfig) -> dict[int, tuple[int, ...]]:
   return {l: feature_shape(config, l) for l in range(config.num_layers + 1)}
 
 
-def _check_layer(config: GeneratorConfig, layer: int):
+def check_layer(config: GeneratorConfig, layer: int):
   if not isinstance(layer, (int, np.integer)) or not 0 <= layer <= config.num_layers:
     raise ValueError(
         f'layer must be an int in [0, {config.num_layers}] for a {config.resolution}x{config.resolution} '
@@ -284,7 +284,7 @@ def generate(config: GeneratorConfig, params: Params, z: Array) -> Array:
 
 def g1(config: GeneratorConfig, params: Params, z: Array, layer: int) -> Array:
   """G1 of the split at ``layer``: (B, z_dim) -> features of ``layer`` (B, H, W, C)."""
-  _check_layer(config, layer)
+  check_layer(config, layer)
   _check_latents(config, z)
   if layer == 0:
     return z
@@ -293,7 +293,7 @@ def g1(config: GeneratorConfig, params: Params, z: Array, layer: int) -> Array:
 
 def g2(config: GeneratorConfig, params: Params, features: Array, layer: int) -> Array:
   """G2 of the split at ``layer``: features of ``layer`` -> image (B, H, W, num_channels)."""
-  _check_layer(config, layer)
+  check_layer(config, layer)
   expected = feature_shape(config, layer)
   if tuple(features.shape[1:]) != expected:
     raise ValueError(f'G2 at layer {layer} expects features of shape (B, {", ".join(map(str, expected))}), '

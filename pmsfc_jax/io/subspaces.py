@@ -1,0 +1,116 @@
+"""Subspace folders (written by ``launch.discover``, shipped as ``pmsfc_jax/assets/<name>/subspaces``).
+
+A folder holds ``S.npy`` (C x C, paper layout), ``masks.npy`` (R x C bool), ``labels.npy`` (C,), an orbax
+checkpoint ``result/`` (S, masks, labels, history, config) and ``subspaces.json`` (layer, R, C, sizes and
+how it was made), written last: a folder that has it is complete. ``.npy`` files are never unpickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+import jax
+import numpy as np
+from etils import epath
+
+from pmsfc_jax.core import clustering
+from pmsfc_jax.core import composition
+from pmsfc_jax.io import checkpoints
+from pmsfc_jax.io import files
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Subspaces:
+  """A partition of the channels of ``layer`` into R subspaces (paper's m = {m_1..m_R}, Eq. 6)."""
+  masks: np.ndarray            # (R, C) bool
+  labels: np.ndarray           # (C,) int, masks[labels[c], c] is True
+  S: Optional[np.ndarray]      # (C, C) float32 (paper layout), None if not stored
+  layer: int
+  meta: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def num_subspaces(self) -> int:
+    return self.masks.shape[0]
+
+  @property
+  def num_channels(self) -> int:
+    return self.masks.shape[1]
+
+
+def load_matrix(path: str | os.PathLike, num_channels: int | None = None, layout: str = 'paper') -> np.ndarray:
+  """Reads S from ``.npy`` (never unpickles), validates it, zeroes its diagonal.
+
+  ``layout='official'`` transposes a matrix saved by the official PyTorch code (``F_rec = M F``).
+  """
+  S = files.load_npy(path, 'self-expressive matrix')
+  S = clustering.check_matrix(S, num_channels, name=str(path))
+  if layout == 'official':
+    S = S.T
+  elif layout != 'paper':
+    raise ValueError(f"matrix_layout must be 'paper' or 'official', got {layout!r}")
+  return clustering.zero_diagonal(S).astype(np.float32)
+
+
+def write_subspaces(out_dir: str | os.PathLike, S: np.ndarray, labels: np.ndarray, num_subspaces: int,
+                    layer: int, history: dict | None = None, meta: dict | None = None) -> epath.Path:
+  """Writes the subspace folder (see the module docstring). Call on every process; process 0 writes."""
+  out_dir = epath.Path(out_dir)
+  masks = composition.check_masks(clustering.masks_from_labels(labels, num_subspaces))
+  info = {'format_version': FORMAT_VERSION, 'layer': int(layer), 'num_subspaces': int(num_subspaces),
+          'channels': int(masks.shape[1]), 'sizes': [int(x) for x in masks.sum(axis=1)], **(meta or {})}
+  history = {k: np.asarray(v, np.float32) for k, v in (history or {}).items()}
+  arrays = {'S': np.asarray(S, np.float32), 'masks': masks, 'labels': np.asarray(labels, np.int32)}
+  if jax.process_index() == 0:
+    for name, arr in arrays.items():
+      files.save_npy(out_dir / f'{name}.npy', arr)
+  # Every process takes part in the orbax save (it synchronises hosts); only the primary one writes.
+  tree = dict(arrays, masks=masks.astype(np.uint8), **({'history': history} if history else {}))
+  checkpoints.save_tree(out_dir / 'result', trees={'arrays': tree}, json={'config': info}, force=True)
+  if jax.process_index() == 0:
+    files.write_json(out_dir / 'subspaces.json', info, indent=2)
+  return out_dir
+
+
+def load_subspaces(dir_or_name: str | os.PathLike) -> Subspaces:
+  """A subspace folder written by ``launch.discover`` (or a shipped name like 'demo') -> Subspaces.
+
+  Reads the plain ``.npy`` files (no pickles) and ``subspaces.json``; falls back to the orbax
+  ``result/`` checkpoint when the .npy files are absent. Validates that the masks partition the channels.
+  """
+  path = checkpoints.resolve_asset(dir_or_name, 'subspaces')
+  info_path = path / 'subspaces.json'
+  if not info_path.exists():
+    raise FileNotFoundError(f'{path} is not a subspace directory: missing {info_path} '
+                            '(create one with `python -m launch.discover`)')
+  try:
+    info = json.loads(info_path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{info_path}: invalid JSON ({e})') from None
+  for key in ('layer', 'num_subspaces', 'channels'):
+    if key not in info:
+      raise ValueError(f'{info_path}: missing key {key!r}')
+  masks, labels, S = (files.load_npy(path / n) if (path / n).exists() else None
+                      for n in ('masks.npy', 'labels.npy', 'S.npy'))
+  if masks is None and (path / 'result').exists():
+    tree = checkpoints.restore_tree(path / 'result', trees={'arrays': None})['arrays']
+    masks, labels, S = (np.asarray(tree['masks']), np.asarray(tree['labels']), np.asarray(tree['S']))
+  if masks is None:
+    raise FileNotFoundError(f'{path}: missing masks.npy (and no orbax result/ checkpoint)')
+  masks = composition.check_masks(masks, int(info['channels']), name=str(path / 'masks.npy'))
+  if masks.shape[0] != int(info['num_subspaces']):
+    raise ValueError(f'{path}: masks.npy has {masks.shape[0]} subspaces, subspaces.json says '
+                     f'{info["num_subspaces"]}')
+  derived = np.argmax(masks, axis=0)
+  if labels is None:
+    labels = derived
+  elif labels.shape != derived.shape or not np.array_equal(labels, derived):
+    raise ValueError(f'{path}: labels.npy does not match masks.npy')
+  if S is not None:
+    S = clustering.check_matrix(S, masks.shape[1], name=str(path / 'S.npy')).astype(np.float32)
+  return Subspaces(masks=masks, labels=np.asarray(labels, np.int64), S=S, layer=int(info['layer']),
+                   meta=info)

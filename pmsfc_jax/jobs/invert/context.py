@@ -1,0 +1,43 @@
+"""What one run of the batch job holds: the typed config, the loaded models, the output folder's record
+keepers (manifest, batch checkpoint), the device mesh and the counters."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, Optional
+
+import jax
+import numpy as np
+from etils import epath
+
+from pmsfc_jax.core import config
+from pmsfc_jax.io import progress
+from pmsfc_jax.jobs import preemption
+from pmsfc_jax.jobs.invert import batch_state
+from pmsfc_jax.jobs.invert import manifest
+
+
+@dataclasses.dataclass
+class Job:
+  cfg: config.InvertConfig
+  out: epath.Path
+  gen: Any
+  percep: Any
+  masks: Optional[np.ndarray]      # (R, C) bool subspace masks (pmsfc) or None
+  known: Optional[np.ndarray]      # (R, R, 1) known-pixel mask (inpaint) or None
+  mesh: jax.sharding.Mesh
+  batch_shape: int                 # batch_size rounded up to a multiple of the device count
+  input_size: int
+  manifest: manifest.Manifest
+  ckpt: batch_state.BatchCheckpoint
+  fingerprint: str
+  preempt: preemption.Preemption
+  process_index: int
+  process_count: int
+  report: Optional[progress.Progress] = None
+  stats: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+
+class Preempted(Exception):
+  """SIGTERM received: state saved, exit to be resumed later."""

@@ -1,0 +1,96 @@
+"""The configuration fingerprint of a batch-job output folder (``OUT/config.json``).
+
+Everything that changes results is fingerprinted: the config's non-``job`` sections
+(``config.result_settings``: method, hyper-parameters, task, crop policy, seed, ...) and the *contents*
+of the files they name (generator weights, subspace masks, inpainting mask). A changed fingerprint with
+the same output folder is refused (:class:`ConfigMismatchError`, exit status 2) unless
+``job.overwrite_config`` (then old manifests, summary and checkpoints are removed and every image is
+redone). Batch size, devices, processes, checkpoint cadence and the input list may change freely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Iterable, Optional
+
+import jax
+import numpy as np
+from absl import logging
+from etils import epath
+
+from pmsfc_jax.core import config
+from pmsfc_jax.core import schema
+from pmsfc_jax.io import files
+
+CONFIG_RECORD = 'config.json'
+VERSION = 2   # 1: the flat config of before the config sections.
+
+
+class ConfigMismatchError(ValueError):
+  """The output directory holds results of a different configuration."""
+
+
+def _sha(arrays: Iterable[np.ndarray]) -> str:
+  h = hashlib.sha256()
+  for a in arrays:
+    a = np.ascontiguousarray(a)
+    h.update(str((a.dtype.str, a.shape)).encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def payload(cfg: config.InvertConfig, gen, masks: Optional[np.ndarray], known: Optional[np.ndarray]) -> dict:
+  """Everything that changes results, as JSON: config values, weights / masks content hashes."""
+  leaves = jax.tree_util.tree_flatten_with_path(gen.params)[0]
+  leaves = sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0]))
+  return json.loads(json.dumps({
+      'version': VERSION,
+      'config': config.result_settings(cfg),
+      'generator': {'config': gen.config.to_dict(), 'params_sha256': _sha(np.asarray(v) for _, v in leaves)},
+      'subspace_masks_sha256': None if masks is None else _sha([np.asarray(masks)]),
+      'inpainting_mask_sha256': None if known is None else _sha([np.asarray(known)]),
+  }, sort_keys=True, default=str))
+
+
+def digest(p: dict) -> str:
+  return hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _differences(old: dict, new: dict) -> str:
+  a, b = schema.flatten(old), schema.flatten(new)
+  diffs = [f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+  if old.get('version') != new.get('version'):
+    diffs.insert(0, f'written by an older version of the job (fingerprint format {old.get("version")})')
+  return '; '.join(diffs[:12]) or 'unknown'
+
+
+def check(out_dir: epath.Path, p: dict, overwrite: bool, is_writer: bool, remove: Iterable[epath.Path]) -> str:
+  """Records ``p`` in ``OUT/config.json`` or checks it against the recorded one; returns its digest.
+
+  With ``overwrite`` and a different record, the writer removes ``remove`` (manifests, summary,
+  checkpoints) first.
+  """
+  d = digest(p)
+  record_path = out_dir / CONFIG_RECORD
+  if record_path.exists():
+    old = json.loads(record_path.read_text())
+    if old.get('fingerprint') == d:
+      return d
+    if not overwrite:
+      raise ConfigMismatchError(
+          f'{out_dir} holds results of a different configuration (fingerprint {old.get("fingerprint")} '
+          f'!= {d}); differences: {_differences(old.get("payload", {}), p)}. Use another --output_dir, '
+          f'or pass --overwrite_config to discard the old manifest and checkpoints and redo every image.')
+    if is_writer:
+      logging.warning('%s: configuration changed and --overwrite_config given: removing old manifests '
+                      'and checkpoints', out_dir)
+      for path in remove:
+        if path.is_dir():
+          files.remove_tree(path)
+        elif path.exists():
+          path.unlink()
+  if is_writer:
+    files.write_json(record_path, {'fingerprint': d, 'payload': p})
+  return d
+

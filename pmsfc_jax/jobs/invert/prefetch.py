@@ -1,0 +1,53 @@
+"""Background decoding: the images of the next batches decode while the current batch optimises."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from pmsfc_jax.io import images
+from pmsfc_jax.io import listing
+
+
+class Prefetcher:
+  """Decodes the images of upcoming batches in a thread pool while the current batch optimises.
+
+  Yields ``(group, decoded)`` in order, ``decoded[j]`` an array or the ``ImageDecodeError`` of
+  ``group[j]``. At most ``prefetch_batches`` batches beyond the current one are in flight.
+  (Pillow's decoders release the GIL; a thread pool keeps the job's resume order under our control,
+  which grain's sampler would own.)
+  """
+
+  def __init__(self, groups: Sequence[Sequence[listing.InputItem]],
+               load: Callable[[listing.InputItem], np.ndarray], num_workers: int = 4, prefetch_batches: int = 2):
+    self.groups = list(groups)
+    self.load = load
+    self.ahead = max(0, int(prefetch_batches))
+    self.pool = concurrent.futures.ThreadPoolExecutor(max(1, int(num_workers)), 'pmsfc-decode')
+
+  def _safe_load(self, item: listing.InputItem):
+    try:
+      return self.load(item)
+    except images.ImageDecodeError as e:
+      return e
+    except Exception as e:  # pylint: disable=broad-except
+      return images.ImageDecodeError(item.path, f'{type(e).__name__}: {e}')
+
+  def __iter__(self) -> Iterator[tuple[list[listing.InputItem], list[Any]]]:
+    pending: collections.deque = collections.deque()
+    nxt = 0
+    try:
+      for i in range(len(self.groups)):
+        while nxt < len(self.groups) and nxt <= i + self.ahead:
+          pending.append([self.pool.submit(self._safe_load, it) for it in self.groups[nxt]])
+          nxt += 1
+        futures = pending.popleft()
+        yield list(self.groups[i]), [f.result() for f in futures]
+    finally:
+      self.close()
+
+  def close(self):
+    self.pool.shutdown(wait=False, cancel_futures=True)

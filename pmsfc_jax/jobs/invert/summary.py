@@ -1,0 +1,76 @@
+"""The end of a batch-job run: all manifests merged (multi-process), ``OUT/summary.json`` and the printed
+table (failed images first)."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+from etils import epath
+
+from pmsfc_jax.core import mesh
+from pmsfc_jax.io import files
+from pmsfc_jax.io import listing
+from pmsfc_jax.jobs.invert import context
+from pmsfc_jax.jobs.invert import manifest
+
+SUMMARY = 'summary.json'
+
+
+def write_summary(out: epath.Path, items: Sequence[listing.InputItem], wall: float, job: Optional[context.Job] = None,
+                  preempted: bool = False) -> dict:
+  """Merges all manifests into ``manifest.jsonl`` (multi-process) and writes ``summary.json``."""
+  merged: dict[str, dict] = {}
+  for p in sorted(out.glob('manifest*.jsonl')):
+    for r in manifest.read_jsonl(p)[0]:
+      old = merged.get(r['name'])
+      if old is None or (old.get('status') != 'ok' and r.get('status') == 'ok'):   # a retried success wins
+        merged[r['name']] = r
+  if job is not None and job.process_count > 1:
+    files.atomic_write_bytes(out / manifest.MANIFEST, manifest.jsonl(merged[k] for k in sorted(merged)))
+  listed = {it.name for it in items}
+  ok = [r for r in merged.values() if r.get('status') == 'ok']
+  failed = [r for r in merged.values() if r.get('status') != 'ok']
+
+  def mean(key):
+    vals = [r[key] for r in ok if r.get(key) is not None and np.isfinite(r[key])]
+    return float(np.mean(vals)) if vals else None
+
+  steps = job.stats['steps'] if job is not None else 0
+  summary = {
+      'total': len(listed), 'ok': len(ok), 'failed': len(failed),
+      'pending': len(listed - set(merged)),
+      'mean_psnr': mean('psnr'), 'mean_ssim': mean('ssim'), 'mean_lpips': mean('lpips'),
+      'mean_seconds': mean('seconds'),
+      'wall_seconds': round(wall, 3),
+      'images_steps_per_second_process0': round(steps / wall, 3) if wall > 0 else None,
+      'num_processes': job.process_count if job else 1,
+      'num_devices_per_process': job.mesh.shape[mesh.DATA_AXIS] if job else None,
+      'fingerprint': job.fingerprint if job else None,
+      'preempted': preempted,
+      'failures': [{'name': r['name'], 'error': r.get('error')} for r in sorted(failed, key=lambda r: r['name'])],
+  }
+  files.write_json(out / SUMMARY, summary)
+  return summary
+
+
+def format_summary(out_dir: str | os.PathLike, summary: dict, max_rows: int = 30) -> str:
+  """A plain-text table: per-image rows (failed first, up to ``max_rows``) and the totals."""
+  recs = manifest.read_jsonl(epath.Path(out_dir) / manifest.MANIFEST)[0]
+  recs.sort(key=lambda r: (r.get('status') == 'ok', r['name']))
+  lines = [f'{"name":40s} {"status":6s} {"psnr":>7s} {"ssim":>6s} {"sec":>7s}  error']
+  for r in recs[:max_rows]:
+    psnr = f'{r["psnr"]:7.2f}' if r.get('psnr') is not None else '      -'
+    ssim = f'{r["ssim"]:6.3f}' if r.get('ssim') is not None else '     -'
+    lines.append(f'{r["name"][:40]:40s} {r["status"]:6s} {psnr} {ssim} {r.get("seconds", 0):7.2f}  '
+                 f'{r.get("error") or ""}')
+  if len(recs) > max_rows:
+    lines.append(f'... {len(recs) - max_rows} more rows in {epath.Path(out_dir) / manifest.MANIFEST}')
+  fmt = lambda v, f: 'n/a' if v is None else format(v, f)
+  lines.append(f'total {summary["total"]}: ok {summary["ok"]}, failed {summary["failed"]}, '
+               f'pending {summary["pending"]} | mean PSNR {fmt(summary["mean_psnr"], ".2f")} dB, '
+               f'SSIM {fmt(summary["mean_ssim"], ".4f")}, LPIPS {fmt(summary["mean_lpips"], ".4f")} | '
+               f'wall {summary["wall_seconds"]:.1f} s' + (' | PREEMPTED: rerun to resume' if
+                                                          summary.get('preempted') else ''))
+  return '\n'.join(lines)
