@@ -20,7 +20,7 @@ lambda 10, mu 1, batch 4 (official code).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping, Union
 
 from pmsfc_jax.core import schema
 from pmsfc_jax.models import vgg
@@ -225,6 +225,10 @@ class InvertConfig:
   }
 
 
+# What the public functions accept: the typed config, or a ConfigDict / (nested) mapping parsed by ``parse``.
+InvertConfigLike = Union[InvertConfig, Mapping[str, Any], Any]
+
+
 def result_settings(cfg: Any) -> dict:
   """The settings that change results: every section but ``job``, file settings left out (their
   contents count instead), and the task settings the task does not read."""
@@ -364,3 +368,6 @@ class DiscoverConfig:
       **{f.name: f'cluster.{f.name}' for f in dataclasses.fields(Clustering)},
       **{f.name: f'job.{f.name}' for f in dataclasses.fields(DiscoverJob)},
   }
+
+
+DiscoverConfigLike = Union[DiscoverConfig, Mapping[str, Any], Any]

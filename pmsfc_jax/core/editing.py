@@ -20,13 +20,15 @@ import jax
 import jax.numpy as jnp
 
 from pmsfc_jax.core import composition
+from pmsfc_jax.core import config
 from pmsfc_jax.core import inversion
 from pmsfc_jax.models import pggan
 
 Array = jax.Array
 
 
-def composed_features(gen: pggan.Generator, codes: Array, weights: Array, masks, cfg: Any) -> Array:
+def composed_features(gen: pggan.Generator, codes: Array, weights: Array, masks: Optional[Array],
+                      cfg: config.InvertConfigLike) -> Array:
   """Composed layer features of a batch: (B, H, W, C) (Eq. 1 or Eq. 6-7 per ``cfg.method``)."""
   cfg = inversion.parse(cfg)
   m = inversion.subspace_masks(gen, masks, cfg)
@@ -47,7 +49,8 @@ def exchange_features(features_a: Array, features_b: Array, channel_mask: Array)
   return features_a * (1 - m) + features_b * m
 
 
-def exchange_subspace(gen: pggan.Generator, result, masks, cfg: Any, subspace: int,
+def exchange_subspace(gen: pggan.Generator, result: inversion.InversionResult, masks: Array,
+                      cfg: config.InvertConfigLike, subspace: int,
                       pairs: Optional[Array] = None) -> Array:
   """Fig. 4 on inverted images.
 
@@ -75,7 +78,8 @@ def exchange_subspace(gen: pggan.Generator, result, masks, cfg: Any, subspace: i
   return decode(gen, mixed, cfg.model.layer)
 
 
-def interpolate(gen: pggan.Generator, result, masks, cfg: Any, i: int, j: int, num_frames: int = 8) -> Array:
+def interpolate(gen: pggan.Generator, result: inversion.InversionResult, masks: Optional[Array],
+                cfg: config.InvertConfigLike, i: int, j: int, num_frames: int = 8) -> Array:
   """Fig. 6: decode ``(1 - t) f_i + t f_j`` for ``t = linspace(0, 1, num_frames)``: (T, H, W, 3)."""
   cfg = inversion.parse(cfg)
   f = composed_features(gen, result.codes, result.weights, masks, cfg)

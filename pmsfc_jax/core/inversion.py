@@ -43,7 +43,7 @@ Array = jax.Array
 StepCallback = Callable[[int, 'InversionState'], None]
 
 
-def parse(cfg: Any) -> config.InvertConfig:
+def parse(cfg: config.InvertConfigLike) -> config.InvertConfig:
   """The typed config of ``cfg`` (an InvertConfig, or a ConfigDict / dict, old spellings allowed)."""
   return config.parse(config.InvertConfig, cfg)
 
@@ -161,8 +161,8 @@ def subspace_masks(gen: pggan.Generator, masks, cfg: config.InvertConfig) -> Opt
 # Public API.
 
 
-def init_state(gen: pggan.Generator, percep: Optional[objective.Perceptual], targets, masks, cfg,
-               rngs, aux=None) -> InversionState:
+def init_state(gen: pggan.Generator, percep: Optional[objective.Perceptual], targets: Array, masks: Optional[Array],
+               cfg: config.InvertConfigLike, rngs: Any, aux: Any = None) -> InversionState:
   """Initial codes (N(0,I) or zeros from each image's key), weights, optimizer state, empty history.
 
   ``rngs``: (B,) per-image keys (typed or raw (B, 2) uint32), or a single key which is split per image
@@ -202,8 +202,9 @@ def _init_jit(gcfg: pggan.GeneratorConfig, keys: Array, num_subspaces: Optional[
                         loss_history=jnp.full((b, cfg.optim.iterations), jnp.nan, jnp.float32))
 
 
-def run_steps(gen: pggan.Generator, percep: Optional[objective.Perceptual], state: InversionState, targets,
-              masks, cfg, num_steps: int, aux=None, callback: Optional[StepCallback] = None) -> InversionState:
+def run_steps(gen: pggan.Generator, percep: Optional[objective.Perceptual], state: InversionState, targets: Array,
+              masks: Optional[Array], cfg: config.InvertConfigLike, num_steps: int, aux: Any = None,
+              callback: Optional[StepCallback] = None) -> InversionState:
   """``num_steps`` optimisation steps of every image. DONATES ``state``'s buffers.
 
   Dispatched ``job.steps_per_call`` steps per jitted call (``loops.steps_per_call``); ``callback(n,
@@ -273,7 +274,8 @@ def run_steps_impl(gen, percep, state: InversionState, x, tfeat, masks, known, c
 _run_steps_jit = jax.jit(run_steps_impl, static_argnames=('cfg', 'num_steps'), donate_argnums=(2,))
 
 
-def finalize(gen: pggan.Generator, state: InversionState, targets, masks, cfg, aux=None) -> InversionResult:
+def finalize(gen: pggan.Generator, state: InversionState, targets: Array, masks: Optional[Array],
+             cfg: config.InvertConfigLike, aux: Any = None) -> InversionResult:
   """Decode the current codes: raw images, the task's delivered images, codes, weights, history."""
   cfg = parse(cfg)
   t = _check_targets(gen, targets, cfg)
@@ -290,8 +292,9 @@ def _finalize_jit(gen, state: InversionState, targets, masks, known, cfg: config
                          loss_history=state.loss_history, step=state.step)
 
 
-def invert(gen: pggan.Generator, percep: Optional[objective.Perceptual], targets, masks, cfg, rng,
-           aux=None, callback: Optional[StepCallback] = None) -> InversionResult:
+def invert(gen: pggan.Generator, percep: Optional[objective.Perceptual], targets: Array, masks: Optional[Array],
+           cfg: config.InvertConfigLike, rng: Any, aux: Any = None,
+           callback: Optional[StepCallback] = None) -> InversionResult:
   """init_state + ``optim.iterations`` steps in ``job.chunk_size`` chunks + finalize (jittable pieces).
 
   Args:
@@ -315,7 +318,8 @@ def invert(gen: pggan.Generator, percep: Optional[objective.Perceptual], targets
   return finalize(gen, state, targets, masks, cfg, aux)
 
 
-def render(gen: pggan.Generator, codes: Array, weights: Array, masks, cfg) -> Array:
+def render(gen: pggan.Generator, codes: Array, weights: Array, masks: Optional[Array],
+           cfg: config.InvertConfigLike) -> Array:
   """Images (B,H,W,3) of a batch of codes/weights (e.g. loaded from a result .npz)."""
   cfg = parse(cfg)
   m = subspace_masks(gen, masks, cfg)

@@ -179,12 +179,12 @@ def check_mesh(hp: config.SelfExpression, mesh: jax.sharding.Mesh):
                      f'in the mesh ({mesh.size})')
 
 
-def parse(cfg: Any) -> config.DiscoverConfig:
+def parse(cfg: config.DiscoverConfigLike) -> config.DiscoverConfig:
   """The typed config of ``cfg`` (a DiscoverConfig, or a ConfigDict / dict, old spellings allowed)."""
   return config.parse(config.DiscoverConfig, cfg)
 
 
-def discover_features(model, aux, cfg, rng: Array, mesh: jax.sharding.Mesh | None = None,
+def discover_features(model: Any, aux: Any, cfg: config.DiscoverConfigLike, rng: Array, mesh: jax.sharding.Mesh | None = None,
                       state: DiscoveryState | None = None, history: dict | None = None,
                       on_chunk: ChunkCallback | None = None) -> tuple[np.ndarray, dict]:
   """Runs Algorithm 1 for any feature model (``model.features(aux, keys) -> (B,H,W,C)``, optional
@@ -240,8 +240,8 @@ def feature_model(gen: pggan.Generator, layer: int) -> GeneratorFeatures:
   return GeneratorFeatures(gen.config, layer)
 
 
-def discover(gen: pggan.Generator, cfg, rng: Array, mesh: jax.sharding.Mesh | None = None,
-             **kwargs) -> tuple[np.ndarray, dict]:
+def discover(gen: pggan.Generator, cfg: config.DiscoverConfigLike, rng: Array,
+             mesh: jax.sharding.Mesh | None = None, **kwargs: Any) -> tuple[np.ndarray, dict]:
   """Algorithm 1 on a PGGAN: learns S at ``cfg.model.layer`` -> (S (C, C), history). See module doc.
 
   ``cfg``: a DiscoverConfig (``presets.discover()``) or a ConfigDict / dict; ``kwargs``: see
