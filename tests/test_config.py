@@ -37,7 +37,7 @@ def test_other_presets():
   assert (r.task.factor, r.task.downsample, r.reproduce.num_images, r.optim.iterations) == (4, 'area', 2, 2)
   assert presets.discover('local').optim.lr == 1e-3
   t = presets.train_pggan('local')
-  assert (t.model.fmaps_base, t.data.folder.endswith('celeba_small')) == (1024, True)
+  assert (t.model.generator.fmaps_base, t.data.folder.endswith('celeba_small')) == (1024, True)
   with pytest.raises(ValueError, match="unknown demo config variant 'big'"):
     presets.demo('big')
   with pytest.raises(ValueError, match="unknown config variant 'big'"):
@@ -86,8 +86,9 @@ def test_legacy_spellings_are_translated_with_a_warning(caplog):
   with pytest.raises(config.ConfigError, match="'num_subspaces' no longer exists: R is fixed by the subspace"):
     config.parse(config.InvertConfig, {'num_subspaces': 6})
   assert config.parse(config.DiscoverConfig, {'lam': 1.0, 'log_every': 2}).optim.lam == 1.0
-  t = config.parse(gan.TrainConfig, {'optim': {'learning_rate': 1e-3, 'beta1': 0.5}})
-  assert (t.optim.lr, t.optim.b1) == (1e-3, 0.5)
+  t = config.parse(gan.TrainConfig, {'optim': {'learning_rate': 1e-3, 'beta1': 0.5}, 'model': {'fmaps_max': 64}})
+  assert (t.optim.lr, t.optim.b1, t.model.generator.fmaps_max) == (1e-3, 0.5, 64)
+  assert config.parse(gan.TrainConfig, {'model': {'generator': {'fused_scale': 'auto'}}}).model.generator.is_fused(128)
   assert config.override(presets.invert(), {'lr': 0.2, 'job.images': 'x'}).optim.lr == 0.2
 
 

@@ -129,8 +129,7 @@ def test_training_steps_decrease_losses(faces):
 def _tiny_config(shared_data, total_steps):
   return training.TrainConfig(
       seed=3, data=training.Data(folder=str(shared_data / 'celeba_small'), first=1, last=16, cache=True),
-      model=training.GanModel(resolution=RES, z_dim=G_CFG.z_dim, fmaps_base=G_CFG.fmaps_base,
-                              fmaps_max=G_CFG.fmaps_max, mbstd_group_size=4),
+      model=training.GanModel(generator=G_CFG, mbstd_group_size=4),
       optim=HP, job=training.TrainJob(total_steps=total_steps, steps_per_call=2, log_every=2, sample_every=2,
                                       checkpoint_every=2, keep_checkpoints=2, num_samples=4, sample_seed=0))
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from pmsfc_jax.core import schema
 from pmsfc_jax.models import pggan
 
 
@@ -80,18 +81,7 @@ def apply_rules(source: Mapping[str, np.ndarray], rules: list[Rule], ignored: li
       raise AssertionError(f'rule for {k!r} produced shape {flat[k].shape}, expected {shape}')
   if set(flat) != set(target_shapes):
     raise AssertionError(f'converter rules produce unknown parameters {sorted(set(flat) - set(target_shapes))}')
-  return unflatten(flat)
-
-
-def unflatten(flat: Mapping[str, np.ndarray]) -> dict:
-  tree: dict = {}
-  for key, value in flat.items():
-    node = tree
-    *parents, leaf = key.split('/')
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
+  return schema.unflatten(flat, sep='/')
 
 
 def fmaps_from_channels(channels: Mapping[int, int], where: str) -> tuple[int, int]:

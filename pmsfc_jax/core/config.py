@@ -201,14 +201,6 @@ _JOB_KEYS = tuple(f.name for f in dataclasses.fields(Job))
 class InvertConfig:
   """PmSFC / mGANprior inversion: what to compute (model .. task, seed) and how to run it (job)."""
 
-  model: Model = Model()
-  method: Method = Method()
-  optim: Optim = Optim()
-  loss: Loss = Loss()
-  task: Task = Task()
-  job: Job = Job()
-  seed: int = 0     # base seed of the per-image keys
-
   LEGACY: ClassVar[dict[str, Any]] = {
       'method': 'method.name', 'task': 'task.name', 'num_codes': 'method.num_codes',
       'init': 'method.init', 'weight_eps': 'method.weight_eps', 'layer': 'model.layer',
@@ -223,6 +215,14 @@ class InvertConfig:
       **{k: f'job.{k}' for k in _JOB_KEYS}, 'force': 'job.overwrite_config',
       'num_subspaces': Removed('R is fixed by the subspace masks of model.subspaces'),
   }
+
+  model: Model = Model()
+  method: Method = Method()
+  optim: Optim = Optim()
+  loss: Loss = Loss()
+  task: Task = Task()
+  job: Job = Job()
+  seed: int = 0     # base seed of the per-image keys
 
 
 # What the public functions accept: the typed config, or a ConfigDict / (nested) mapping parsed by ``parse``.
@@ -356,11 +356,7 @@ class DiscoverJob:
 
 @dataclasses.dataclass(frozen=True)
 class DiscoverConfig:
-  model: GeneratorSplit = GeneratorSplit()
-  optim: SelfExpression = SelfExpression()
-  cluster: Clustering = Clustering()
-  job: DiscoverJob = DiscoverJob()
-  seed: int = 0     # latents of training, spectral clustering, exchange-grid latents
+  """Algorithm 1 on a generator's split layer, then clustering (results); checkpoints and pictures (job)."""
 
   LEGACY: ClassVar[dict[str, Any]] = {
       'generator': 'model.generator', 'layer': 'model.layer',
@@ -368,6 +364,12 @@ class DiscoverConfig:
       **{f.name: f'cluster.{f.name}' for f in dataclasses.fields(Clustering)},
       **{f.name: f'job.{f.name}' for f in dataclasses.fields(DiscoverJob)},
   }
+
+  model: GeneratorSplit = GeneratorSplit()
+  optim: SelfExpression = SelfExpression()
+  cluster: Clustering = Clustering()
+  job: DiscoverJob = DiscoverJob()
+  seed: int = 0     # latents of training, spectral clustering, exchange-grid latents
 
 
 DiscoverConfigLike = Union[DiscoverConfig, Mapping[str, Any], Any]

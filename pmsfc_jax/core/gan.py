@@ -43,10 +43,9 @@ class Data:
 
 @dataclasses.dataclass(frozen=True)
 class GanModel:
-  resolution: int = 32
-  z_dim: int = 512
-  fmaps_base: int = 4096
-  fmaps_max: int = 128
+  """The networks trained: the generator's architecture (D mirrors it) and D's minibatch-stddev group."""
+
+  generator: pggan.GeneratorConfig = pggan.GeneratorConfig(resolution=32, fmaps_base=4096, fmaps_max=128)
   mbstd_group_size: int = 4
 
 
@@ -91,16 +90,19 @@ class TrainJob:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+  """GAN training of the demo generator: data, networks, optimiser (results) and the loop (job)."""
+
+  LEGACY: ClassVar[dict[str, Any]] = {
+      'optim.learning_rate': 'optim.lr', 'optim.beta1': 'optim.b1', 'optim.beta2': 'optim.b2',
+      'optim.adam_eps': 'optim.eps', **{f.name: f'job.{f.name}' for f in dataclasses.fields(TrainJob)},
+      **{f'model.{k}': f'model.generator.{k}' for k in ('resolution', 'z_dim', 'fmaps_base', 'fmaps_max')},
+  }
+
   data: Data = Data()
   model: GanModel = GanModel()
   optim: GanOptim = GanOptim()
   job: TrainJob = TrainJob()
   seed: int = 0
-
-  LEGACY: ClassVar[dict[str, Any]] = {
-      'optim.learning_rate': 'optim.lr', 'optim.beta1': 'optim.b1', 'optim.beta2': 'optim.b2',
-      'optim.adam_eps': 'optim.eps', **{f.name: f'job.{f.name}' for f in dataclasses.fields(TrainJob)},
-  }
 
   def __post_init__(self):
     b = self.optim.batch_size
@@ -275,7 +277,5 @@ def d_loss_on_batch(d_cfg: disc.DiscriminatorConfig, d_params: PyTree, reals: Ar
 
 def networks(cfg: TrainConfig) -> tuple[pggan.GeneratorConfig, disc.DiscriminatorConfig]:
   """The generator and discriminator architectures of a training config."""
-  m = cfg.model
-  g_cfg = pggan.GeneratorConfig(resolution=m.resolution, z_dim=m.z_dim, fmaps_base=m.fmaps_base,
-                                fmaps_max=m.fmaps_max, fused_scale=False)
-  return g_cfg, disc.DiscriminatorConfig.for_generator(g_cfg, mbstd_group_size=m.mbstd_group_size)
+  g_cfg = cfg.model.generator
+  return g_cfg, disc.DiscriminatorConfig.for_generator(g_cfg, mbstd_group_size=cfg.model.mbstd_group_size)

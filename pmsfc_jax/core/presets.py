@@ -136,6 +136,7 @@ def train_pggan(arg: str | None = None) -> gan.TrainConfig:
   demo model's settings, sized for a 2-core CPU (64 channels up to 16x16, 32 at 32x32)."""
   cfg = gan.TrainConfig(data=gan.Data(folder=str(SHARED / 'data' / 'celeba_small')))
   if _variant(arg, ''):
-    cfg = _replace(cfg, model=dict(fmaps_base=1024, fmaps_max=64),
+    g = dataclasses.replace(cfg.model.generator, fmaps_base=1024, fmaps_max=64)
+    cfg = _replace(cfg, model=dict(generator=g),
                    job=dict(total_steps=20_000, steps_per_call=25, sample_every=500, checkpoint_every=500))
   return cfg

@@ -92,11 +92,12 @@ def flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
   return out
 
 
-def unflatten(flat: Mapping[str, Any]) -> dict:
+def unflatten(flat: Mapping[str, Any], sep: str = '.') -> dict:
+  """``{'a.b': leaf}`` -> nested dicts (``sep`` separates the levels)."""
   tree: dict = {}
   for key, value in flat.items():
     node = tree
-    *parents, leaf = key.split('.')
+    *parents, leaf = key.split(sep)
     for p in parents:
       node = node.setdefault(p, {})
     node[leaf] = value
@@ -141,8 +142,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
   if origin in (typing.Union, types.UnionType):
     if value is None and type(None) in args:
       return None
-    inner = [a for a in args if a is not type(None)]
-    return _coerce(value, inner[0], key)
+    for member in (a for a in args if a is not type(None)):
+      try:
+        return _coerce(value, member, key)
+      except ConfigError:
+        continue
+    raise ConfigError(f'config.{key} must be {" or ".join(getattr(a, "__name__", str(a)) for a in args)}, '
+                      f'got {value!r}')
   if origin is tuple:
     if not isinstance(value, (list, tuple)):
       raise ConfigError(f'config.{key} must be a sequence, got {value!r}')

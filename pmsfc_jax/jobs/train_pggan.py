@@ -90,8 +90,9 @@ def write_demo_samples(generator: pggan.Generator, path: str | epath.Path, seed:
 
 def load_dataset(cfg: gan.TrainConfig, workdir: epath.Path) -> np.ndarray:
   paths = datasets.numbered_paths(cfg.data.folder, cfg.data.first, cfg.data.last)
-  cache = (workdir / f'data_{cfg.model.resolution}.npy') if cfg.data.cache else None
-  return datasets.load_images(paths, cfg.model.resolution, cache=cache)
+  res = cfg.model.generator.resolution
+  cache = (workdir / f'data_{res}.npy') if cfg.data.cache else None
+  return datasets.load_images(paths, res, cache=cache)
 
 
 def _metrics_row(window: list, step: int, seconds: float, wall: float, job: gan.TrainJob, batch: int) -> dict:
