@@ -10,7 +10,6 @@ The architecture is read from the file; the optional --resolution/--z_dim/--fmap
 --fused_scale flags are checked against it (a mismatch is an error). See docs/conversion.md.
 """
 
-from absl import app
 from absl import flags
 
 from launch import flags as launch_flags
@@ -27,14 +26,10 @@ SHARED = ('output', 'force')
 
 
 def main(argv):
-  launch_flags.no_arguments(argv)
-  launch_flags.check_flags(SHARED)
-  for name in ('source', 'output'):
-    if not flags.FLAGS[name].value:
-      raise app.UsageError(f'--{name} is required')
+  launch_flags.check(argv, SHARED, required=('source', 'output'))
   launch_flags.call(convert.main, **launch_flags.given('source', 'output', 'source_format', 'force', 'resolution',
                                                        'z_dim', 'fmaps_base', 'fmaps_max', 'fused_scale'))
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=launch_flags.parser(None, SHARED))
+  launch_flags.start(main, None, SHARED)

@@ -7,8 +7,6 @@ r"""The main job: invert faces with mGANprior and PmSFC on the shipped demo mode
 Writes OUT/demo_grid.png (target | mGANprior | PmSFC), OUT/metrics.md and OUT/metrics.json.
 """
 
-from absl import app
-
 from launch import flags as launch_flags
 from pmsfc_jax.core import config
 from pmsfc_jax.jobs import demo
@@ -18,9 +16,8 @@ NAMED = {'images': 'job.images', 'output_dir': 'job.output_dir', 'iterations': '
 
 
 def main(argv):
-  launch_flags.no_arguments(argv)
-  launch_flags.call(demo.run, launch_flags.config(config.DemoConfig, NAMED))
+  launch_flags.run_config(argv, demo.run, config.DemoConfig, NAMED)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=launch_flags.parser(config.DemoConfig, NAMED, 'demo'))
+  launch_flags.start(main, config.DemoConfig, NAMED, 'demo')

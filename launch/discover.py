@@ -13,8 +13,6 @@ resumes from there), ``S.npy``, ``masks.npy`` (R x C bool), ``labels.npy``, ``su
 it. Exit status 143: preempted (state saved; rerun to resume).
 """
 
-from absl import app
-
 from launch import flags as launch_flags
 from pmsfc_jax.core import config
 from pmsfc_jax.jobs import discover
@@ -26,9 +24,8 @@ NAMED = {'generator': 'model.generator', 'layer': 'model.layer', 'num_subspaces'
 
 
 def main(argv):
-  launch_flags.no_arguments(argv)
-  launch_flags.call(discover.run, launch_flags.config(config.DiscoverConfig, NAMED))
+  launch_flags.run_config(argv, discover.run, config.DiscoverConfig, NAMED)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=launch_flags.parser(config.DiscoverConfig, NAMED, 'discover'))
+  launch_flags.start(main, config.DiscoverConfig, NAMED, 'discover')

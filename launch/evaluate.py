@@ -9,7 +9,6 @@ mean row, and prints a markdown table. Missing / unreadable / ambiguous files ar
 mismatch is an error naming both files unless ``--resize``. Exit status 0, or 1 on a usage error.
 """
 
-from absl import app
 from absl import flags
 
 from launch import flags as launch_flags
@@ -27,11 +26,7 @@ SHARED = ('output', 'batch_size')
 
 
 def main(argv):
-  del argv
-  launch_flags.check_flags(SHARED)
-  for name in ('reference_dir', 'candidate_dir', 'output'):
-    if not flags.FLAGS[name].value:
-      raise app.UsageError(f'--{name} is required')
+  launch_flags.check(argv, SHARED, required=('reference_dir', 'candidate_dir', 'output'))
   kwargs = launch_flags.given('reference_dir', 'candidate_dir', 'output', 'resize', 'batch_size', 'niqe_model',
                               'max_table_rows')
   if flags.FLAGS['metrics'].present:
@@ -40,4 +35,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=launch_flags.parser(None, SHARED))
+  launch_flags.start(main, None, SHARED)

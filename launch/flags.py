@@ -169,9 +169,26 @@ def given(*names: str) -> dict[str, Any]:
   return {name: FLAGS[name].value for name in names if FLAGS[name].present}
 
 
-def no_arguments(argv: Sequence[str]) -> None:
+def check(argv: Sequence[str], accepted: Sequence[str], required: Sequence[str] = ()) -> None:
+  """Usage errors for positional arguments, shared flags this command does not take, missing ``required``."""
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {list(argv[1:])}')
+  check_flags(accepted)
+  for name in required:
+    if not FLAGS[name].value:
+      raise app.UsageError(f'--{name} is required')
+
+
+def run_config(argv: Sequence[str], fn: Callable[[Any], Any], cls: type, named: Mapping[str, Optional[str]]) -> Any:
+  """The ``main`` of a config-driven command: ``fn(config(cls, named))`` through :func:`call`."""
+  check(argv, ['config', *named])
+  return call(fn, config(cls, named))
+
+
+def start(main: Callable[[list[str]], Any], cls: Optional[type], named: Mapping[str, Any],
+          script: Optional[str] = None, presets: Sequence[str] = ()) -> None:
+  """``app.run(main)`` with the command's :func:`parser`."""
+  app.run(main, flags_parser=parser(cls, named, script, presets))
 
 
 def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

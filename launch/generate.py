@@ -8,7 +8,6 @@ Writes ``OUT/images.npy`` (float32 N x H x W x 3, the raw generator output, abou
 (see pmsfc_jax/jobs/generate.py).
 """
 
-from absl import app
 from absl import flags
 
 from launch import flags as launch_flags
@@ -22,13 +21,9 @@ SHARED = ('generator', 'output_dir', 'seed', 'batch_size')
 
 
 def main(argv):
-  launch_flags.no_arguments(argv)
-  launch_flags.check_flags(SHARED)
-  for name in ('generator', 'output_dir'):
-    if not flags.FLAGS[name].value:
-      raise app.UsageError(f'--{name} is required')
+  launch_flags.check(argv, SHARED, required=('generator', 'output_dir'))
   launch_flags.call(generate.run, **launch_flags.given(*SHARED, 'latents', 'num_samples', 'grid_max', 'pngs'))
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=launch_flags.parser(None, SHARED))
+  launch_flags.start(main, None, SHARED)

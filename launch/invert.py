@@ -14,8 +14,6 @@ docs/batch_inversion.md) and prints a summary table. Exit status: 0 all ok, 1 so
 usage error), 2 the output directory holds another configuration, 143 preempted (rerun to resume).
 """
 
-from absl import app
-
 from launch import flags as launch_flags
 from pmsfc_jax.core import config
 from pmsfc_jax.jobs.invert import job
@@ -32,9 +30,8 @@ NAMED = {
 
 
 def main(argv):
-  launch_flags.no_arguments(argv)
-  return launch_flags.call(job.main, launch_flags.config(config.InvertConfig, NAMED))
+  return launch_flags.run_config(argv, job.main, config.InvertConfig, NAMED)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=launch_flags.parser(config.InvertConfig, NAMED, 'invert', launch_flags.PRESET_FLAGS))
+  launch_flags.start(main, config.InvertConfig, NAMED, 'invert', launch_flags.PRESET_FLAGS)

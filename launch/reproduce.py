@@ -6,8 +6,6 @@ r"""Small-scale reproduction of Tables 1-3 on held-out faces (mGANprior vs PmSFC
 Writes OUT/reproduction.md (the README's table), OUT/reproduction.json and per-task grids.
 """
 
-from absl import app
-
 from launch import flags as launch_flags
 from pmsfc_jax.core import config
 from pmsfc_jax.jobs import reproduce
@@ -16,9 +14,8 @@ NAMED = {'output_dir': 'job.output_dir', 'images': 'job.images'}
 
 
 def main(argv):
-  launch_flags.no_arguments(argv)
-  launch_flags.call(reproduce.run, launch_flags.config(config.ReproduceConfig, NAMED))
+  launch_flags.run_config(argv, reproduce.run, config.ReproduceConfig, NAMED)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=launch_flags.parser(config.ReproduceConfig, NAMED, 'reproduce'))
+  launch_flags.start(main, config.ReproduceConfig, NAMED, 'reproduce')

@@ -8,7 +8,6 @@ Re-running the same command resumes from the latest checkpoint in WORKDIR/checkp
 WORKDIR/metrics.jsonl, WORKDIR/samples/ema_STEP.png (fixed z) and WORKDIR/config.json.
 """
 
-from absl import app
 from absl import flags
 
 from launch import flags as launch_flags
@@ -24,13 +23,11 @@ NAMED = {'force': None, 'seed': None}
 
 
 def main(argv):
-  launch_flags.no_arguments(argv)
+  launch_flags.check(argv, ['config', *NAMED], required=('workdir',))
   cfg = launch_flags.config(gan.TrainConfig, NAMED)
-  if not flags.FLAGS.workdir:
-    raise app.UsageError('--workdir is required')
   launch_flags.call(train_pggan.main, cfg, flags.FLAGS.workdir, **launch_flags.given('export', 'samples', 'force',
                                                                                       'seed'))
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=launch_flags.parser(gan.TrainConfig, NAMED))
+  launch_flags.start(main, gan.TrainConfig, NAMED)
