@@ -1,5 +1,6 @@
 """pmsfc-jax: High Fidelity GAN Inversion via Prior Multi-Subspace Feature Composition, in JAX/Flax."""
-from setuptools import find_packages, setup
+from setuptools import find_packages
+from setuptools import setup
 
 setup(
     name='pmsfc-jax',

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import time
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app
+from absl import flags
 
 from pmsfc_jax.core import config
 from pmsfc_jax.core import inversion

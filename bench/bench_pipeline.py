@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import time
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app
+from absl import flags
 
 from pmsfc_jax.core import composition
 from pmsfc_jax.core import config
@@ -118,19 +118,20 @@ def memory():
   try:
     for res in map(int, _MEM_RES.value):
       gcfg = pggan.GeneratorConfig(resolution=res)
-      gen = jax.eval_shape(lambda: pggan.Generator(gcfg, pggan.init_params(gcfg, jax.random.key(0))))
+      gen = jax.eval_shape(lambda gcfg=gcfg: pggan.Generator(gcfg, pggan.init_params(gcfg, jax.random.key(0))))
       masks = jnp.asarray(_masks(gcfg), F32)
       b = _MEM_BATCH.value
       s = _config(iterations=10)
       targets = jax.ShapeDtypeStruct((b, res, res, 3), F32)
       keys = jax.ShapeDtypeStruct((b, 2), jnp.uint32)
-      state = jax.eval_shape(lambda k: inversion._init_jit(gcfg, jax.random.wrap_key_data(k), 6, s), keys)
+      state = jax.eval_shape(lambda k, gcfg=gcfg, s=s: inversion._init_jit(gcfg, jax.random.wrap_key_data(k), 6, s),
+                             keys)
       for name, remat, dtype in (('f32', False, F32), ('remat', True, F32), ('bf16', False, jnp.bfloat16),
                                  ('remat+bf16', True, jnp.bfloat16)):
         composition.decode = segmented_decode(remat, dtype)
         jax.clear_caches()
         t = time.perf_counter()
-        x, tfeat = jax.eval_shape(lambda p, t: inversion._objective_jit(p, t, None, s), percep, targets)  # pylint: disable=protected-access
+        x, tfeat = jax.eval_shape(lambda p, t, s=s: inversion._objective_jit(p, t, None, s), percep, targets)  # pylint: disable=protected-access
         compiled = jax.jit(inversion.run_steps_impl, static_argnums=(7, 8)).lower(
             gen, percep, state, x, tfeat, masks, None, s, 1).compile()
         ma = compiled.memory_analysis()

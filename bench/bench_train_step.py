@@ -14,11 +14,11 @@ from __future__ import annotations
 import functools
 import time
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app
+from absl import flags
 
 from pmsfc_jax.core import gan as training
 from pmsfc_jax.models import discriminator as disc

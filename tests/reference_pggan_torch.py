@@ -39,9 +39,12 @@ class WScale(nn.Module):
     return x * self.scale + self.bias.view(1, -1, 1, 1)
 
 
+SQRT2 = math.sqrt(2.0)
+
+
 class Block(nn.Module):
 
-  def __init__(self, in_ch, out_ch, kernel=3, padding=1, upsample=False, fused=False, gain=math.sqrt(2.0),
+  def __init__(self, in_ch, out_ch, kernel=3, padding=1, upsample=False, fused=False, gain=SQRT2,
                linear=False):
     super().__init__()
     self.upsample, self.fused, self.linear = upsample, upsample and fused, linear

@@ -18,7 +18,11 @@ from absl import flags
 from pmsfc_jax.io import checkpoints
 from pmsfc_jax.models import pggan
 from tests import reference_pggan_torch as ref
-from weights_conversion import common, convert, mganprior_pth, nvidia_tf_pkl, safe_pickle
+from weights_conversion import common
+from weights_conversion import convert
+from weights_conversion import mganprior_pth
+from weights_conversion import nvidia_tf_pkl
+from weights_conversion import safe_pickle
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOL = 1e-4

@@ -16,7 +16,6 @@ import zipfile
 
 import jax
 import numpy as np
-import pytest
 from PIL import Image
 
 from pmsfc_jax.io import checkpoints

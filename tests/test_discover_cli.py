@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from pmsfc_jax.io import checkpoints
 from pmsfc_jax.core import clustering
+from pmsfc_jax.io import checkpoints
 from pmsfc_jax.io import subspaces
 from pmsfc_jax.models import pggan
 

@@ -12,8 +12,12 @@ import pytest
 from pmsfc_jax.core import mesh
 from pmsfc_jax.jobs import multihost
 from pmsfc_jax.jobs.invert import job
-from tests.test_invert_job import (REPO, assert_same_results, assets, cli_args, make_config,  # noqa: F401
-                                   write_images)
+from tests.test_invert_job import REPO  # noqa: F401
+from tests.test_invert_job import assert_same_results  # noqa: F401
+from tests.test_invert_job import assets  # noqa: F401
+from tests.test_invert_job import cli_args  # noqa: F401
+from tests.test_invert_job import make_config  # noqa: F401
+from tests.test_invert_job import write_images  # noqa: F401
 
 
 @pytest.mark.parametrize('n,count', [(10, 3), (2, 4), (0, 2), (7, 1)])
@@ -83,7 +87,7 @@ def test_two_processes_share_the_work_and_merge_the_summary(assets, tmp_path):  
     procs.append(subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True))
   outs = [p.communicate(timeout=300) for p in procs]
-  for p, (so, se) in zip(procs, outs):
+  for p, (_, se) in zip(procs, outs):
     assert p.returncode == 0, se[-3000:]
   out = pathlib.Path(config.job.output_dir)
   shares = [[json.loads(x)['name'] for x in (out / f'manifest.p{i}.jsonl').read_text().splitlines()]

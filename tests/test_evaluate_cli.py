@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from etils import epath
 
 from pmsfc_jax.evaluation import evaluate as evaluation

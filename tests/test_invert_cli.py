@@ -7,7 +7,11 @@ import subprocess
 import numpy as np
 from PIL import Image
 
-from tests.test_invert_job import REPO, assets, cli_args, make_config, write_images  # noqa: F401
+from tests.test_invert_job import REPO  # noqa: F401
+from tests.test_invert_job import assets  # noqa: F401
+from tests.test_invert_job import cli_args  # noqa: F401
+from tests.test_invert_job import make_config  # noqa: F401
+from tests.test_invert_job import write_images  # noqa: F401
 
 
 def _run(args):

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pmsfc_jax.core import config as config_lib
 from pmsfc_jax.core import inversion
 from pmsfc_jax.io import checkpoints
 from pmsfc_jax.io import files

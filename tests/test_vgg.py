@@ -1,11 +1,10 @@
 """VGG16 feature extractor vs an independent PyTorch re-implementation with the same weights."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-import jax
-import jax.numpy as jnp
 
 from pmsfc_jax.io import images as imageio
 from pmsfc_jax.io import pretrained

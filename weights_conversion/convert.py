@@ -11,7 +11,8 @@ from etils import epath
 
 from pmsfc_jax.io import checkpoints
 from pmsfc_jax.models import pggan
-from weights_conversion import mganprior_pth, nvidia_tf_pkl
+from weights_conversion import mganprior_pth
+from weights_conversion import nvidia_tf_pkl
 from weights_conversion.common import ConversionError
 
 FORMATS = (nvidia_tf_pkl.FORMAT, mganprior_pth.FORMAT)

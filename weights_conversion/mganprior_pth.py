@@ -32,7 +32,9 @@ import numpy as np
 
 from pmsfc_jax.models import pggan
 from weights_conversion import common
-from weights_conversion.common import ConversionError, Ignored, Rule
+from weights_conversion.common import ConversionError
+from weights_conversion.common import Ignored
+from weights_conversion.common import Rule
 
 FORMAT = 'mganprior_pth'
 _KEY_RE = re.compile(r'^(layer|output)(\d+)\.')

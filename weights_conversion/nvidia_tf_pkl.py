@@ -35,8 +35,11 @@ from typing import Any
 import numpy as np
 
 from pmsfc_jax.models import pggan
-from weights_conversion import common, safe_pickle
-from weights_conversion.common import ConversionError, Ignored, Rule
+from weights_conversion import common
+from weights_conversion import safe_pickle
+from weights_conversion.common import ConversionError
+from weights_conversion.common import Ignored
+from weights_conversion.common import Rule
 
 FORMAT = 'nvidia_tf_pkl'
 SUPPORTED_BUILD_FUNCS = ('G_paper',)

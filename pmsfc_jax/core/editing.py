@@ -14,7 +14,7 @@ also what the discovery pictures (``jobs/plots.py``) use on generated features.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp

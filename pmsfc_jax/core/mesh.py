@@ -20,9 +20,10 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence, TypeVar
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = 'data'
 T = TypeVar('T')

@@ -19,7 +19,6 @@ from etils import epath
 
 from pmsfc_jax.io import pretrained
 
-
 NIQE_BLOCK = 96
 
 

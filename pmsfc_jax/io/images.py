@@ -28,7 +28,8 @@ from typing import Optional
 
 import numpy as np
 from etils import epath
-from PIL import Image, ImageOps
+from PIL import Image
+from PIL import ImageOps
 
 from pmsfc_jax.io import files
 

@@ -123,7 +123,7 @@ def list_inputs(spec: str, exclude: Optional[str] = None) -> list[InputItem]:
       pairs.append((spec, root.name))
     elif root.is_file():
       folder = root.parent
-      for lineno, line in enumerate(root.read_text().splitlines(), 1):
+      for line in root.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith('#'):
           continue

@@ -37,6 +37,7 @@ from pmsfc_jax.io import pretrained
 from pmsfc_jax.io import subspaces as subspaces_lib
 from pmsfc_jax.io import tables
 from pmsfc_jax.jobs import compare
+
 # Face box of skimage's astronaut (512x512): rows, cols. Framed like the centre-cropped CelebA faces.
 ASTRONAUT_FACE_BOX = (30, 200, 155, 325)
 

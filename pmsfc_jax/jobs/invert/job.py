@@ -239,7 +239,6 @@ def _loop(job: context.Job, groups: list[list[listing.InputItem]], resume: Optio
 
 def run_batch(job: context.Job, group: list[listing.InputItem], decoded: list[Any], resume: Optional[tuple]) -> None:
   """Optimises one batch and records its results (``resume``: (step, meta) of its checkpoint)."""
-  c = job.cfg
   t0 = time.time()
   done_names = set(job.manifest.load_done().keys()) if resume is not None else set()
   ok_items, arrays = [], []
