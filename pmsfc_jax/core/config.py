@@ -31,6 +31,9 @@ parse = schema.parse
 override = schema.override
 to_dict = schema.to_dict
 to_config_dict = schema.to_config_dict
+check = schema.check
+_one_of = schema.one_of
+_file = schema.file_setting
 
 METHODS = ('pmsfc', 'mganprior')
 TASKS = ('reconstruct', 'colorize', 'super_resolve', 'inpaint')
@@ -38,20 +41,6 @@ DOWNSAMPLE_METHODS = ('bilinear', 'area')
 CROPS = ('center', 'pad')
 REDUCTIONS = ('mean', 'sum')
 AFFINITIES = ('paper', 'dsc')
-
-
-def _file(default: str = '') -> Any:
-  """A setting naming a file or directory: results depend on its contents, not on its path."""
-  return dataclasses.field(default=default, metadata={'file': True})
-
-
-def check(ok: bool, message: str) -> None:
-  if not ok:
-    raise ConfigError(message)
-
-
-def _one_of(value: Any, allowed: tuple, key: str) -> None:
-  check(value in allowed, f'config.{key} must be one of {allowed}, got {value!r}')
 
 
 # ------------------------------------------------------------------------------------------------
@@ -292,12 +281,6 @@ class ReproduceConfig(InvertConfig):
 
   LEGACY: ClassVar[dict[str, Any]] = {**InvertConfig.LEGACY, **_COMPARE_LEGACY,
                                       **{f.name: f'reproduce.{f.name}' for f in dataclasses.fields(Reproduce)}}
-
-
-def with_method(cfg: Any, method: str) -> Any:
-  """A :class:`DemoConfig` / :class:`ReproduceConfig` for ``method`` with that method's code count."""
-  n = cfg.compare.num_codes_mganprior if method == 'mganprior' else cfg.compare.num_codes_pmsfc
-  return dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, name=method, num_codes=n))
 
 
 # ------------------------------------------------------------------------------------------------

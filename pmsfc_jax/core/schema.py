@@ -42,6 +42,21 @@ class Removed:
   why: str
 
 
+def file_setting(default: str = '') -> Any:
+  """A dataclass field naming a file or directory: results depend on its contents, not on its path."""
+  return dataclasses.field(default=default, metadata={'file': True})
+
+
+def check(ok: bool, message: str) -> None:
+  """Raises :class:`ConfigError` with ``message`` unless ``ok`` (for ``__post_init__`` checks)."""
+  if not ok:
+    raise ConfigError(message)
+
+
+def one_of(value: Any, allowed: tuple, key: str) -> None:
+  check(value in allowed, f'config.{key} must be one of {allowed}, got {value!r}')
+
+
 def is_config(tp: Any) -> bool:
   return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 

@@ -3,6 +3,7 @@ small-scale reproduction (``demo.py``, ``reproduce.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Optional
 
@@ -18,10 +19,16 @@ from pmsfc_jax.evaluation import metrics
 from pmsfc_jax.io import progress
 
 
+def with_method(cfg: config.DemoConfig | config.ReproduceConfig, method: str) -> config.InvertConfig:
+  """``cfg`` for ``method`` with that method's code count (the other settings are shared)."""
+  n = cfg.compare.num_codes_mganprior if method == 'mganprior' else cfg.compare.num_codes_pmsfc
+  return dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, name=method, num_codes=n))
+
+
 def compare_methods(gen, masks: np.ndarray, percep: Optional[objective.Perceptual], targets: np.ndarray,
                     cfg: config.DemoConfig | config.ReproduceConfig, keys: np.ndarray, aux=None,
                     log_every_s: Optional[float] = None) -> dict[str, Any]:
-  """Inverts ``targets`` with every method in ``cfg.compare.methods`` (``config.with_method``).
+  """Inverts ``targets`` with every method in ``cfg.compare.methods`` (:func:`with_method`).
 
   Returns ``{method: InversionResult (host numpy)}`` plus ``seconds``. Same per-image keys for both.
   ``log_every_s``: progress lines during the optimisation (default ``cfg.job.log_every_s``).
@@ -29,7 +36,7 @@ def compare_methods(gen, masks: np.ndarray, percep: Optional[objective.Perceptua
   out = {'seconds': {}}
   log_every_s = cfg.job.log_every_s if log_every_s is None else log_every_s
   for method in cfg.compare.methods:
-    mcfg = config.with_method(cfg, method)
+    mcfg = with_method(cfg, method)
     t0 = time.time()
     with progress.Progress(len(targets) * mcfg.optim.iterations, method, 'images*steps', log_every_s) as report:
       res = inversion.invert(gen, percep, targets, None if method == 'mganprior' else masks, mcfg,
