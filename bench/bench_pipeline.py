@@ -87,8 +87,10 @@ def throughput():
   gen0 = pggan.Generator(gcfg, pggan.init_params(gcfg, jax.random.key(0)))
   masks = _masks(gcfg)
   config = _config(perceptual_weight=0.0, iterations=_STEPS.value + 1)
-  print(f'\n## Throughput (res {_RES.value}, fmaps_max {_FMAPS_MAX.value}, pmsfc R=6 K=5, no VGG, '
-        f'{jax.devices()[0].platform} x{jax.local_device_count()})\n')
+  print(
+    f'\n## Throughput (res {_RES.value}, fmaps_max {_FMAPS_MAX.value}, pmsfc R=6 K=5, no VGG, '
+    f'{jax.devices()[0].platform} x{jax.local_device_count()})\n'
+  )
   print('| devices | batch | images*steps/s |\n|---|---|---|')
   for d in map(int, _DEVICES.value):
     if d > jax.local_device_count():
@@ -100,7 +102,7 @@ def throughput():
       targets = mesh_lib.shard_batch(np.zeros((bp, _RES.value, _RES.value, 3), np.float32), mesh)
       keys = mesh_lib.shard_batch(np.stack([np.array([0, i], np.uint32) for i in range(bp)]), mesh)
       state = mesh_lib.shard_batch(inversion.init_state(gen, None, targets, masks, config, keys), mesh)
-      state = inversion.run_steps(gen, None, state, targets, masks, config, _STEPS.value)   # compile
+      state = inversion.run_steps(gen, None, state, targets, masks, config, _STEPS.value)  # compile
       jax.block_until_ready(state.codes)
       t = time.perf_counter()
       state = inversion.run_steps(gen, None, state, targets, masks, config, _STEPS.value)
@@ -111,33 +113,48 @@ def throughput():
 
 def memory():
   percep = pretrained.load_perceptual(config.PerceptualConfig())
-  print(f'\n## Memory of one step per image (memory_analysis, batch {_MEM_BATCH.value}, official widths, '
-        'pmsfc R=6 K=5, VGG relu3_3 @256)\n')
+  print(
+    f'\n## Memory of one step per image (memory_analysis, batch {_MEM_BATCH.value}, official widths, '
+    'pmsfc R=6 K=5, VGG relu3_3 @256)\n'
+  )
   print('| res | G2 variant | temp MiB / image | params+args MiB | compile s |\n|---|---|---|---|---|')
   original = composition.decode
   try:
     for res in map(int, _MEM_RES.value):
       gcfg = pggan.GeneratorConfig(resolution=res)
-      gen = jax.eval_shape(lambda gcfg=gcfg: pggan.Generator(gcfg, pggan.init_params(gcfg, jax.random.key(0))))
+      gen = jax.eval_shape(
+        lambda gcfg=gcfg: pggan.Generator(gcfg, pggan.init_params(gcfg, jax.random.key(0)))
+      )
       masks = jnp.asarray(_masks(gcfg), F32)
       b = _MEM_BATCH.value
       s = _config(iterations=10)
       targets = jax.ShapeDtypeStruct((b, res, res, 3), F32)
       keys = jax.ShapeDtypeStruct((b, 2), jnp.uint32)
-      state = jax.eval_shape(lambda k, gcfg=gcfg, s=s: inversion._init_jit(gcfg, jax.random.wrap_key_data(k), 6, s),
-                             keys)
-      for name, remat, dtype in (('f32', False, F32), ('remat', True, F32), ('bf16', False, jnp.bfloat16),
-                                 ('remat+bf16', True, jnp.bfloat16)):
+      state = jax.eval_shape(
+        lambda k, gcfg=gcfg, s=s: inversion._init_jit(gcfg, jax.random.wrap_key_data(k), 6, s), keys
+      )
+      for name, remat, dtype in (
+        ('f32', False, F32),
+        ('remat', True, F32),
+        ('bf16', False, jnp.bfloat16),
+        ('remat+bf16', True, jnp.bfloat16),
+      ):
         composition.decode = segmented_decode(remat, dtype)
         jax.clear_caches()
         t = time.perf_counter()
         x, tfeat = jax.eval_shape(lambda p, t, s=s: inversion._objective_jit(p, t, None, s), percep, targets)  # pylint: disable=protected-access
-        compiled = jax.jit(inversion.run_steps_impl, static_argnums=(7, 8)).lower(
-            gen, percep, state, x, tfeat, masks, None, s, 1).compile()
+        compiled = (
+          jax.jit(inversion.run_steps_impl, static_argnums=(7, 8))
+          .lower(gen, percep, state, x, tfeat, masks, None, s, 1)
+          .compile()
+        )
         ma = compiled.memory_analysis()
         args = (ma.argument_size_in_bytes) / 2**20
-        print(f'| {res} | {name} | {ma.temp_size_in_bytes / b / 2**20:.1f} | {args:.1f} | '
-              f'{time.perf_counter() - t:.1f} |', flush=True)
+        print(
+          f'| {res} | {name} | {ma.temp_size_in_bytes / b / 2**20:.1f} | {args:.1f} | '
+          f'{time.perf_counter() - t:.1f} |',
+          flush=True,
+        )
   finally:
     composition.decode = original
     jax.clear_caches()
@@ -157,16 +174,18 @@ def bf16_psnr():
       composition.decode = segmented_decode(False, dtype)
       jax.clear_caches()
       r = inversion.invert(gen, None, targets, masks, config, jax.random.key(1))
-      composition.decode = segmented_decode(False, F32)   # score both in f32
+      composition.decode = segmented_decode(False, F32)  # score both in f32
       jax.clear_caches()
       img = inversion.render(gen, r.codes, r.weights, masks, config)
-      mse = jnp.mean((img - targets) ** 2, axis=(1, 2, 3)) / 4.0   # [-1,1] -> [0,1] scale
+      mse = jnp.mean((img - targets) ** 2, axis=(1, 2, 3)) / 4.0  # [-1,1] -> [0,1] scale
       out[name] = float(jnp.mean(-10 * jnp.log10(mse)))
   finally:
     composition.decode = original
     jax.clear_caches()
   print(f'\n## bf16 quality (res {res}, {_PSNR_STEPS.value} Adam steps lr 0.03, 4 in-domain targets)\n')
-  print(f'PSNR f32 {out["f32"]:.2f} dB, bf16 G2 {out["bf16"]:.2f} dB, change {out["bf16"] - out["f32"]:+.2f} dB')
+  print(
+    f'PSNR f32 {out["f32"]:.2f} dB, bf16 G2 {out["bf16"]:.2f} dB, change {out["bf16"] - out["f32"]:+.2f} dB'
+  )
 
 
 def main(argv):

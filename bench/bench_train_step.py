@@ -48,12 +48,15 @@ def main(argv):
   g = pggan.GeneratorConfig(resolution=_RES.value, z_dim=_Z.value, fmaps_base=_FB.value, fmaps_max=_FM.value)
   d = disc.DiscriminatorConfig.for_generator(g)
   hp = training.GanOptim(batch_size=_BATCH.value)
-  images = jnp.asarray(np.random.RandomState(0).randint(0, 256, (256, g.resolution, g.resolution, 3),
-                                                        dtype=np.uint8))
+  images = jnp.asarray(
+    np.random.RandomState(0).randint(0, 256, (256, g.resolution, g.resolution, 3), dtype=np.uint8)
+  )
   state = training.create_train_state(g, d, hp, 0)
   rows = []
   for r1 in (False, True):
-    fn = jax.jit(functools.partial(training.train_step, g_cfg=g, d_cfg=d, hp=hp, with_r1=r1), donate_argnums=0)
+    fn = jax.jit(
+      functools.partial(training.train_step, g_cfg=g, d_cfg=d, hp=hp, with_r1=r1), donate_argnums=0
+    )
     sec, state = _time(fn, state, images, _REPEATS.value)
     rows.append((f'jit step, R1={r1}', sec))
   if _SCAN.value > 0:

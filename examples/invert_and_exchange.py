@@ -26,11 +26,13 @@ def main():
 
   gen = pmsfc_jax.load_generator('demo')
   subspaces = pmsfc_jax.load_subspaces('demo')
-  cfg = pmsfc_jax.config.override(pmsfc_jax.presets.invert('pmsfc,fast'), {
-      'optim.iterations': args.iterations, 'loss.perceptual.resize': 64})
-  items = pmsfc_jax.list_inputs(args.images)[:args.max_images]
+  cfg = pmsfc_jax.config.override(
+    pmsfc_jax.presets.invert('pmsfc,fast'),
+    {'optim.iterations': args.iterations, 'loss.perceptual.resize': 64},
+  )
+  items = pmsfc_jax.list_inputs(args.images)[: args.max_images]
   faces = np.stack([pmsfc_jax.load_image(it.path, gen.config.resolution) for it in items])
-  targets = pmsfc_jax.prepare_target(faces, cfg.task)            # reconstruction: the faces themselves
+  targets = pmsfc_jax.prepare_target(faces, cfg.task)  # reconstruction: the faces themselves
   percep = pmsfc_jax.load_perceptual(cfg.loss.perceptual)
   keys = pmsfc_jax.image_keys(cfg.seed, [it.name for it in items])
   result = pmsfc_jax.invert(gen, percep, targets, subspaces.masks, cfg, keys)

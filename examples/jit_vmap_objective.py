@@ -28,12 +28,12 @@ def main():
   masks = jnp.asarray(pmsfc_jax.load_subspaces('demo').masks, jnp.float32)
   cfg = pmsfc_jax.config.override(pmsfc_jax.presets.invert('pmsfc'), {'loss.perceptual_weight': 0.0})
   targets = jnp.clip(gen(jax.random.normal(jax.random.key(0), (args.batch, gen.config.z_dim))), -1, 1)
-  state = pmsfc_jax.init_state(gen, None, targets, masks, cfg, jax.random.key(1))   # the paper's init
+  state = pmsfc_jax.init_state(gen, None, targets, masks, cfg, jax.random.key(1))  # the paper's init
   params = {'codes': state.codes, 'weights': state.weights}
   tx = optax.adam(optax.cosine_decay_schedule(0.05, args.steps))
   opt_state = tx.init(params)
 
-  def loss_fn(p, target):   # one image: Eq. 9 (reconstruction, pixel term only here)
+  def loss_fn(p, target):  # one image: Eq. 9 (reconstruction, pixel term only here)
     return pmsfc_jax.objective(p, gen, None, masks, target, cfg)
 
   @jax.jit
@@ -50,8 +50,10 @@ def main():
   compose = jax.jit(jax.vmap(lambda c, w: pmsfc_jax.compose(gen, c, w, masks, layer, 'pmsfc')))
   images = gen.g2(compose(params['codes'], params['weights']), layer)
   psnr = 10 * np.log10(4.0 / np.asarray(jnp.mean((images - targets) ** 2, axis=(1, 2, 3))))
-  print(f'objective {first.mean():.4f} -> {np.asarray(losses).mean():.4f} after {args.steps} steps; '
-        f'PSNR {psnr.mean():.2f} dB')
+  print(
+    f'objective {first.mean():.4f} -> {np.asarray(losses).mean():.4f} after {args.steps} steps; '
+    f'PSNR {psnr.mean():.2f} dB'
+  )
 
 
 if __name__ == '__main__':

@@ -27,8 +27,20 @@ SHARED = ('output', 'force')
 
 def main(argv):
   launch_flags.check(argv, SHARED, required=('source', 'output'))
-  launch_flags.call(convert.main, **launch_flags.given('source', 'output', 'source_format', 'force', 'resolution',
-                                                       'z_dim', 'fmaps_base', 'fmaps_max', 'fused_scale'))
+  launch_flags.call(
+    convert.main,
+    **launch_flags.given(
+      'source',
+      'output',
+      'source_format',
+      'force',
+      'resolution',
+      'z_dim',
+      'fmaps_base',
+      'fmaps_max',
+      'fused_scale',
+    ),
+  )
 
 
 if __name__ == '__main__':

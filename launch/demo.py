@@ -11,8 +11,13 @@ from launch import flags as launch_flags
 from pmsfc_jax.core import config
 from pmsfc_jax.jobs import demo
 
-NAMED = {'images': 'job.images', 'output_dir': 'job.output_dir', 'iterations': 'optim.iterations',
-         'generator': 'model.generator', 'subspaces': 'model.subspaces'}
+NAMED = {
+  'images': 'job.images',
+  'output_dir': 'job.output_dir',
+  'iterations': 'optim.iterations',
+  'generator': 'model.generator',
+  'subspaces': 'model.subspaces',
+}
 
 
 def main(argv):

@@ -17,10 +17,18 @@ from launch import flags as launch_flags
 from pmsfc_jax.core import config
 from pmsfc_jax.jobs import discover
 
-NAMED = {'generator': 'model.generator', 'layer': 'model.layer', 'num_subspaces': 'cluster.num_subspaces',
-         'iterations': 'optim.iterations', 'batch_size': 'optim.batch_size', 'affinity': 'cluster.affinity',
-         'output_dir': 'job.output_dir', 'self_expressive_matrix': 'cluster.self_expressive_matrix',
-         'matrix_layout': 'cluster.matrix_layout', 'seed': 'seed'}
+NAMED = {
+  'generator': 'model.generator',
+  'layer': 'model.layer',
+  'num_subspaces': 'cluster.num_subspaces',
+  'iterations': 'optim.iterations',
+  'batch_size': 'optim.batch_size',
+  'affinity': 'cluster.affinity',
+  'output_dir': 'job.output_dir',
+  'self_expressive_matrix': 'cluster.self_expressive_matrix',
+  'matrix_layout': 'cluster.matrix_layout',
+  'seed': 'seed',
+}
 
 
 def main(argv):

@@ -16,19 +16,27 @@ from pmsfc_jax.evaluation import evaluate
 
 flags.DEFINE_string('reference_dir', None, 'Folder of reference (ground-truth) images.')
 flags.DEFINE_string('candidate_dir', None, 'Folder of images to evaluate.')
-flags.DEFINE_list('metrics', None, 'Comma-separated metrics among psnr,ssim,lpips_vgg,lpips_alex,auc,niqe '
-                  '(default psnr,ssim,lpips_vgg).')
+flags.DEFINE_list(
+  'metrics',
+  None,
+  'Comma-separated metrics among psnr,ssim,lpips_vgg,lpips_alex,auc,niqe (default psnr,ssim,lpips_vgg).',
+)
 flags.DEFINE_bool('resize', None, 'Resize candidates to the reference size instead of failing.')
-flags.DEFINE_string('niqe_model', None, "NIQE pristine model: MATLAB modelparameters.mat or BasicSR "
-                    "niqe_pris_params.npz (default: $PMSFC_NIQE_MODEL or basicsr's).")
+flags.DEFINE_string(
+  'niqe_model',
+  None,
+  'NIQE pristine model: MATLAB modelparameters.mat or BasicSR '
+  "niqe_pris_params.npz (default: $PMSFC_NIQE_MODEL or basicsr's).",
+)
 flags.DEFINE_integer('max_table_rows', None, 'Rows of the printed markdown table (default 50).')
 SHARED = ('output', 'batch_size')
 
 
 def main(argv):
   launch_flags.check(argv, SHARED, required=('reference_dir', 'candidate_dir', 'output'))
-  kwargs = launch_flags.given('reference_dir', 'candidate_dir', 'output', 'resize', 'batch_size', 'niqe_model',
-                              'max_table_rows')
+  kwargs = launch_flags.given(
+    'reference_dir', 'candidate_dir', 'output', 'resize', 'batch_size', 'niqe_model', 'max_table_rows'
+  )
   if flags.FLAGS['metrics'].present:
     kwargs['metrics_names'] = flags.FLAGS.metrics
   return launch_flags.call(evaluate.run, **kwargs)

@@ -33,11 +33,15 @@ FLAGS = flags.FLAGS
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
 
 CONFIG = config_flags.DEFINE_config_file(
-    'config', None, "Config file[:presets] (default: the command's launch/configs/<command>.py with the presets "
-    'of --method/--task/--preset); then --config.section.key=value overrides.')
+  'config',
+  None,
+  "Config file[:presets] (default: the command's launch/configs/<command>.py with the presets "
+  'of --method/--task/--preset); then --config.section.key=value overrides.',
+)
 flags.DEFINE_string('generator', None, 'Generator checkpoint directory or shipped name (e.g. demo).')
-flags.DEFINE_string('subspaces', None, 'launch.discover output directory or shipped name (not needed with '
-                    '--method=mganprior).')
+flags.DEFINE_string(
+  'subspaces', None, 'launch.discover output directory or shipped name (not needed with --method=mganprior).'
+)
 flags.DEFINE_string('images', None, 'Directory (recursive), glob, or text file listing images.')
 flags.DEFINE_string('output_dir', None, 'Output directory.')
 flags.DEFINE_string('output', None, 'Output file / directory.')
@@ -57,24 +61,59 @@ flags.DEFINE_enum('affinity', None, list(config_lib.AFFINITIES), 'Affinity / clu
 flags.DEFINE_string('self_expressive_matrix', None, 'S.npy to cluster instead of training.')
 flags.DEFINE_enum('matrix_layout', None, ['paper', 'official'], 'Layout of --self_expressive_matrix.')
 flags.DEFINE_bool('distributed', None, 'Multi-host: call jax.distributed.initialize().')
-flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (--distributed; default: '
-                    '$PMSFC_COORDINATOR_ADDRESS or cluster auto-detection).')
+flags.DEFINE_string(
+  'coordinator_address',
+  None,
+  'host:port of process 0 (--distributed; default: $PMSFC_COORDINATOR_ADDRESS or cluster auto-detection).',
+)
 flags.DEFINE_integer('num_processes', None, 'Number of processes (--distributed).')
 flags.DEFINE_integer('process_id', None, 'This process index (--distributed).')
-flags.DEFINE_bool('overwrite_config', None, 'Accept a changed configuration in an existing output directory: '
-                  'discard its manifest/checkpoints and redo every image.')
-flags.DEFINE_bool('retry_failed', None, "Retry images whose manifest line is an error.")
+flags.DEFINE_bool(
+  'overwrite_config',
+  None,
+  'Accept a changed configuration in an existing output directory: '
+  'discard its manifest/checkpoints and redo every image.',
+)
+flags.DEFINE_bool('retry_failed', None, 'Retry images whose manifest line is an error.')
 flags.DEFINE_bool('force', None, 'Overwrite an existing output.')
-SHARED = ('config', 'generator', 'subspaces', 'images', 'output_dir', 'output', 'method', 'task', 'preset', 'mask',
-          'factor', 'iterations', 'batch_size', 'num_codes', 'checkpoint_every', 'seed', 'layer', 'num_subspaces',
-          'affinity', 'self_expressive_matrix', 'matrix_layout', 'distributed', 'coordinator_address',
-          'num_processes', 'process_id', 'overwrite_config', 'retry_failed', 'force')
+SHARED = (
+  'config',
+  'generator',
+  'subspaces',
+  'images',
+  'output_dir',
+  'output',
+  'method',
+  'task',
+  'preset',
+  'mask',
+  'factor',
+  'iterations',
+  'batch_size',
+  'num_codes',
+  'checkpoint_every',
+  'seed',
+  'layer',
+  'num_subspaces',
+  'affinity',
+  'self_expressive_matrix',
+  'matrix_layout',
+  'distributed',
+  'coordinator_address',
+  'num_processes',
+  'process_id',
+  'overwrite_config',
+  'retry_failed',
+  'force',
+)
 PRESET_FLAGS = ('method', 'task', 'preset')
 _STATE = {'default_config': False}
 
 
 def _fail(message: str) -> None:
-  sys.stderr.write(f'FATAL Flags parsing error: {message}\nPass --helpshort or --helpfull to see help on flags.\n')
+  sys.stderr.write(
+    f'FATAL Flags parsing error: {message}\nPass --helpshort or --helpfull to see help on flags.\n'
+  )
   sys.exit(1)
 
 
@@ -107,8 +146,9 @@ def _legacy(cls: Optional[type], args: list[str], named: Mapping[str, Any]) -> t
   return kept, appended
 
 
-def parser(cls: Optional[type], named: Mapping[str, Any], script: Optional[str] = None,
-           presets: Sequence[str] = ()) -> Callable[[list[str]], list[str]]:
+def parser(
+  cls: Optional[type], named: Mapping[str, Any], script: Optional[str] = None, presets: Sequence[str] = ()
+) -> Callable[[list[str]], list[str]]:
   """The ``flags_parser`` of a launch script (see the module docstring).
 
   ``cls``: the config class of ``--config`` (None: the script takes no config); ``script``: the name of
@@ -128,10 +168,10 @@ def parser(cls: Optional[type], named: Mapping[str, Any], script: Optional[str] 
           values += (value if eq else (args[i + 1] if i + 1 < len(args) else '')).split(',')
       tokens = ','.join(v for v in values if v)
       args.insert(0, f'--config={os.path.join(CONFIGS, script + ".py")}' + (f':{tokens}' if tokens else ''))
-    sys.argv = [argv[0], *args, *appended]   # config_flags reads its overrides from sys.argv.
+    sys.argv = [argv[0], *args, *appended]  # config_flags reads its overrides from sys.argv.
     try:
       return app.parse_flags_with_usage(list(sys.argv))
-    except (AttributeError, KeyError) as e:   # config_flags: an override of a key the config lacks.
+    except (AttributeError, KeyError) as e:  # config_flags: an override of a key the config lacks.
       _fail(f'unknown config key {e}')
 
   return parse
@@ -156,10 +196,13 @@ def config(cls: type, named: Mapping[str, Optional[str]]) -> Any:
         raise app.UsageError('--preset only applies without --config (put presets after --config=FILE:)')
       for name in ('method', 'task'):
         if name in named and FLAGS[name].present and FLAGS[name].value != getattr(cfg, name).name:
-          raise app.UsageError(f'--{name}={FLAGS[name].value} conflicts with the config ({name}='
-                               f'{getattr(cfg, name).name!r}); choose it with --config=...:{FLAGS[name].value}')
-    return schema.override(cfg, {path: FLAGS[name].value for name, path in named.items()
-                                 if path and FLAGS[name].present})
+          raise app.UsageError(
+            f'--{name}={FLAGS[name].value} conflicts with the config ({name}='
+            f'{getattr(cfg, name).name!r}); choose it with --config=...:{FLAGS[name].value}'
+          )
+    return schema.override(
+      cfg, {path: FLAGS[name].value for name, path in named.items() if path and FLAGS[name].present}
+    )
   except schema.ConfigError as e:
     raise app.UsageError(str(e)) from None
 
@@ -179,14 +222,21 @@ def check(argv: Sequence[str], accepted: Sequence[str], required: Sequence[str] 
       raise app.UsageError(f'--{name} is required')
 
 
-def run_config(argv: Sequence[str], fn: Callable[[Any], Any], cls: type, named: Mapping[str, Optional[str]]) -> Any:
+def run_config(
+  argv: Sequence[str], fn: Callable[[Any], Any], cls: type, named: Mapping[str, Optional[str]]
+) -> Any:
   """The ``main`` of a config-driven command: ``fn(config(cls, named))`` through :func:`call`."""
   check(argv, ['config', *named])
   return call(fn, config(cls, named))
 
 
-def start(main: Callable[[list[str]], Any], cls: Optional[type], named: Mapping[str, Any],
-          script: Optional[str] = None, presets: Sequence[str] = ()) -> None:
+def start(
+  main: Callable[[list[str]], Any],
+  cls: Optional[type],
+  named: Mapping[str, Any],
+  script: Optional[str] = None,
+  presets: Sequence[str] = (),
+) -> None:
   """``app.run(main)`` with the command's :func:`parser`."""
   app.run(main, flags_parser=parser(cls, named, script, presets))
 

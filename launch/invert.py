@@ -19,13 +19,26 @@ from pmsfc_jax.core import config
 from pmsfc_jax.jobs.invert import job
 
 NAMED = {
-    'generator': 'model.generator', 'subspaces': 'model.subspaces', 'images': 'job.images',
-    'output_dir': 'job.output_dir', 'method': 'method.name', 'task': 'task.name', 'preset': None,
-    'mask': 'task.mask', 'factor': 'task.factor', 'iterations': 'optim.iterations',
-    'batch_size': 'job.batch_size', 'num_codes': 'method.num_codes', 'checkpoint_every': 'job.checkpoint_every',
-    'seed': 'seed', 'distributed': 'job.distributed', 'coordinator_address': 'job.coordinator_address',
-    'num_processes': 'job.num_processes', 'process_id': 'job.process_id',
-    'overwrite_config': 'job.overwrite_config', 'retry_failed': 'job.retry_failed',
+  'generator': 'model.generator',
+  'subspaces': 'model.subspaces',
+  'images': 'job.images',
+  'output_dir': 'job.output_dir',
+  'method': 'method.name',
+  'task': 'task.name',
+  'preset': None,
+  'mask': 'task.mask',
+  'factor': 'task.factor',
+  'iterations': 'optim.iterations',
+  'batch_size': 'job.batch_size',
+  'num_codes': 'method.num_codes',
+  'checkpoint_every': 'job.checkpoint_every',
+  'seed': 'seed',
+  'distributed': 'job.distributed',
+  'coordinator_address': 'job.coordinator_address',
+  'num_processes': 'job.num_processes',
+  'process_id': 'job.process_id',
+  'overwrite_config': 'job.overwrite_config',
+  'retry_failed': 'job.retry_failed',
 }
 
 

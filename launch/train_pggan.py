@@ -15,18 +15,27 @@ from pmsfc_jax.core import gan
 from pmsfc_jax.jobs import train_pggan
 
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, samples and logs.')
-flags.DEFINE_string('export', None, 'If set, do not train: write the EMA generator of the workdir\'s latest '
-                    'checkpoint to this generator checkpoint directory (--force overwrites it).')
-flags.DEFINE_string('samples', None, 'With --export: also write the grid of the exported generator for --seed '
-                    '(16 samples, launch.generate latents) to this PNG.')
+flags.DEFINE_string(
+  'export',
+  None,
+  "If set, do not train: write the EMA generator of the workdir's latest "
+  'checkpoint to this generator checkpoint directory (--force overwrites it).',
+)
+flags.DEFINE_string(
+  'samples',
+  None,
+  'With --export: also write the grid of the exported generator for --seed '
+  '(16 samples, launch.generate latents) to this PNG.',
+)
 NAMED = {'force': None, 'seed': None}
 
 
 def main(argv):
   launch_flags.check(argv, ['config', *NAMED], required=('workdir',))
   cfg = launch_flags.config(gan.TrainConfig, NAMED)
-  launch_flags.call(train_pggan.main, cfg, flags.FLAGS.workdir, **launch_flags.given('export', 'samples', 'force',
-                                                                                      'seed'))
+  launch_flags.call(
+    train_pggan.main, cfg, flags.FLAGS.workdir, **launch_flags.given('export', 'samples', 'force', 'seed')
+  )
 
 
 if __name__ == '__main__':

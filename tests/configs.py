@@ -1,13 +1,15 @@
 """Test shorthand: typed configs from a preset plus flat ``key=value`` settings (the old flat names map to
 their section paths, without the deprecation warning of the legacy route)."""
+
 from pmsfc_jax.core import config
 from pmsfc_jax.core import presets
 
 
 def with_values(cfg, **flat):
   legacy = type(cfg).LEGACY
-  return config.override(cfg, {legacy.get(k, k) if isinstance(legacy.get(k, k), str) else k: v
-                               for k, v in flat.items()})
+  return config.override(
+    cfg, {legacy.get(k, k) if isinstance(legacy.get(k, k), str) else k: v for k, v in flat.items()}
+  )
 
 
 def invert(arg=None, **flat) -> config.InvertConfig:

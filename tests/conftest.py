@@ -1,4 +1,5 @@
 """Shared test set-up: 4 forced CPU devices (sharding tests), the shared data folder, tiny generators."""
+
 import os
 
 # Must happen before jax initialises its backends: gives sharding tests 4 CPU devices.
@@ -26,5 +27,6 @@ def shared_data() -> pathlib.Path:
 def tiny_generator():
   """A 32x32 random-weight PGGAN with narrow channels (64), z_dim 64: fast enough for any test."""
   from pmsfc_jax.models import pggan
+
   cfg = pggan.GeneratorConfig(resolution=32, z_dim=64, fmaps_base=2048, fmaps_max=64)
   return pggan.Generator(cfg, pggan.init_params(cfg, jax.random.key(0)))

@@ -10,6 +10,7 @@ sends SIGKILL (or SIGNAL) to the process the n-th time the batch job reaches ``p
 * ``manifest_torn``: after half of a manifest line is on disk;
 * ``batch_done``: the batch's results are recorded, its checkpoint not yet removed.
 """
+
 import collections
 import os
 import runpy
@@ -56,12 +57,14 @@ def install(spec: str) -> None:
       out = fn(*args, **kwargs)
       hit(point)
       return out
+
     return wrapped
 
   def before(fn, point):
     def wrapped(*args, **kwargs):
       hit(point)
       return fn(*args, **kwargs)
+
     return wrapped
 
   replace, append = files.replace, manifest.Manifest.append
@@ -76,7 +79,7 @@ def install(spec: str) -> None:
     if sig is not None:
       line = manifest.line(record)
       with open(os.fspath(self.path), 'ab') as f:
-        f.write(line[:len(line) // 2])
+        f.write(line[: len(line) // 2])
         f.flush()
         os.fsync(f.fileno())
       _kill(sig, 'manifest_torn')

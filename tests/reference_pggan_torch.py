@@ -25,11 +25,10 @@ from torch import nn
 
 
 def pixel_norm(x):
-  return x / torch.sqrt(torch.mean(x ** 2, dim=1, keepdim=True) + 1e-8)
+  return x / torch.sqrt(torch.mean(x**2, dim=1, keepdim=True) + 1e-8)
 
 
 class WScale(nn.Module):
-
   def __init__(self, out_channels, scale):
     super().__init__()
     self.scale = scale
@@ -43,9 +42,9 @@ SQRT2 = math.sqrt(2.0)
 
 
 class Block(nn.Module):
-
-  def __init__(self, in_ch, out_ch, kernel=3, padding=1, upsample=False, fused=False, gain=SQRT2,
-               linear=False):
+  def __init__(
+    self, in_ch, out_ch, kernel=3, padding=1, upsample=False, fused=False, gain=SQRT2, linear=False
+  ):
     super().__init__()
     self.upsample, self.fused, self.linear = upsample, upsample and fused, linear
     scale = gain / math.sqrt(in_ch * kernel * kernel)
@@ -80,7 +79,7 @@ class ReferencePGGAN(nn.Module):
     self.lod = nn.Parameter(torch.zeros(()))
     nf = lambda res: min(fmaps_base // res, fmaps_max)
     for b in range(self.num_blocks):
-      res = 4 * 2 ** b
+      res = 4 * 2**b
       if b == 0:
         first = Block(z_dim, nf(4), kernel=4, padding=3)
       else:

@@ -8,6 +8,7 @@
 * Imports sit at module top (optional heavy dependencies excepted), never in ``except ImportError``.
 * No module over 400 lines; every launch module imports together in one process.
 """
+
 import ast
 import pathlib
 import subprocess
@@ -19,10 +20,22 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 ROOMS = ('models', 'core', 'io', 'evaluation', 'jobs')
 MAX_LINES = 400
 # (file, module) pairs allowed to import inside a function: optional heavy dependencies.
-LAZY_IMPORTS = {('pmsfc_jax/jobs/plots.py', 'matplotlib'), ('pmsfc_jax/jobs/plots.py', 'matplotlib.pyplot'),
-                ('weights_conversion/mganprior_pth.py', 'torch')}
-LAUNCH_MAY_IMPORT = {'pmsfc_jax', 'weights_conversion', 'launch', 'absl', 'ml_collections', 'os', 'sys', 'typing',
-                     '__future__'}
+LAZY_IMPORTS = {
+  ('pmsfc_jax/jobs/plots.py', 'matplotlib'),
+  ('pmsfc_jax/jobs/plots.py', 'matplotlib.pyplot'),
+  ('weights_conversion/mganprior_pth.py', 'torch'),
+}
+LAUNCH_MAY_IMPORT = {
+  'pmsfc_jax',
+  'weights_conversion',
+  'launch',
+  'absl',
+  'ml_collections',
+  'os',
+  'sys',
+  'typing',
+  '__future__',
+}
 
 
 def _sources(*folders):
@@ -43,8 +56,10 @@ def _imports(tree):
       if isinstance(child, ast.Import):
         out.extend((a.name, child, in_function) for a in child.names)
       elif isinstance(child, ast.ImportFrom) and child.level == 0:
-        out.extend((f'{child.module}.{a.name}' if child.module == 'pmsfc_jax' else child.module, child, in_function)
-                   for a in child.names)
+        out.extend(
+          (f'{child.module}.{a.name}' if child.module == 'pmsfc_jax' else child.module, child, in_function)
+          for a in child.names
+        )
       visit(child, inner)
 
   visit(tree, False)
@@ -61,12 +76,15 @@ def test_library_imports_point_down(path):
   own = _room('.'.join(path.relative_to(REPO).with_suffix('').parts))
   for module, node, _ in _imports(ast.parse(path.read_text())):
     top = module.split('.')[0]
-    assert top not in ('launch', 'weights_conversion', 'torch', 'tests'), f'{_rel(path)}:{node.lineno} {module}'
+    assert top not in ('launch', 'weights_conversion', 'torch', 'tests'), (
+      f'{_rel(path)}:{node.lineno} {module}'
+    )
     target = _room(module)
     if own is not None and target is not None:
       assert ROOMS.index(target) <= ROOMS.index(own), (
-          f'{_rel(path)}:{node.lineno}: the {own} room imports {module} (rooms import downwards only: '
-          f'{" < ".join(ROOMS)})')
+        f'{_rel(path)}:{node.lineno}: the {own} room imports {module} (rooms import downwards only: '
+        f'{" < ".join(ROOMS)})'
+      )
     if own is not None and top == 'pmsfc_jax':
       assert target is not None, f'{_rel(path)}:{node.lineno}: {module} is not in a room'
 
@@ -76,14 +94,16 @@ def test_imports_at_module_top(path):
   tree = ast.parse(path.read_text())
   for module, node, in_function in _imports(tree):
     assert not in_function or (_rel(path), module) in LAZY_IMPORTS, (
-        f'{_rel(path)}:{node.lineno}: import {module} inside a function (move it to the top)')
+      f'{_rel(path)}:{node.lineno}: import {module} inside a function (move it to the top)'
+    )
   for node in ast.walk(tree):
     if isinstance(node, ast.ExceptHandler) and isinstance(node.type, ast.Name):
       assert node.type.id != 'ImportError', f'{_rel(path)}:{node.lineno}: an except ImportError fallback'
 
 
-@pytest.mark.parametrize('path', _sources('pmsfc_jax', 'launch', 'weights_conversion', 'examples', 'bench'),
-                         ids=_rel)
+@pytest.mark.parametrize(
+  'path', _sources('pmsfc_jax', 'launch', 'weights_conversion', 'examples', 'bench'), ids=_rel
+)
 def test_no_module_over_the_line_cap(path):
   n = len(path.read_text().splitlines())
   assert n <= MAX_LINES, f'{_rel(path)} has {n} lines (at most {MAX_LINES}: split it by what it does)'
@@ -98,13 +118,20 @@ def test_launch_is_thin(path):
     return
   allowed = {'get_config'} if path.parent.name == 'configs' else {'main'}
   for node in tree.body:
-    assert not isinstance(node, ast.ClassDef), f'{_rel(path)}: a class in launch/ (library code goes in pmsfc_jax)'
+    assert not isinstance(node, ast.ClassDef), (
+      f'{_rel(path)}: a class in launch/ (library code goes in pmsfc_jax)'
+    )
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
       assert node.name in allowed, f'{_rel(path)}: def {node.name} (launch scripts define only {allowed})'
 
 
 def test_every_launch_module_imports_together():
-  modules = [f'launch.{".".join(p.relative_to(REPO / "launch").with_suffix("").parts)}'
-             for p in _sources('launch') if p.name != '__init__.py']
-  assert {'launch.invert', 'launch.discover', 'launch.generate', 'launch.evaluate', 'launch.flags'} <= set(modules)
+  modules = [
+    f'launch.{".".join(p.relative_to(REPO / "launch").with_suffix("").parts)}'
+    for p in _sources('launch')
+    if p.name != '__init__.py'
+  ]
+  assert {'launch.invert', 'launch.discover', 'launch.generate', 'launch.evaluate', 'launch.flags'} <= set(
+    modules
+  )
   subprocess.run([sys.executable, '-c', f'import {", ".join(modules)}'], cwd=REPO, check=True, timeout=300)

@@ -1,4 +1,5 @@
 """Affinity + spectral clustering of S (pmsfc_jax.clustering): official parity, determinism, partitions."""
+
 import numpy as np
 import pytest
 from scipy.sparse.linalg import svds
@@ -20,7 +21,7 @@ def _official_thrC(C, ro):
     while True:
       csum = csum + S[t, i]
       if csum > ro * cL1:
-        Cp[Ind[0:t + 1, i], i] = C[Ind[0:t + 1, i], i]
+        Cp[Ind[0 : t + 1, i], i] = C[Ind[0 : t + 1, i], i]
         break
       t += 1
   return Cp
@@ -34,7 +35,7 @@ def _official_L(C, K, d, alpha):
   U = normalize(U, norm='l2', axis=1)
   Z = U.dot(U.T)
   Z = Z * (Z > 0)
-  L = np.abs(Z ** alpha)
+  L = np.abs(Z**alpha)
   L = L / L.max()
   return 0.5 * (L + L.T)
 
@@ -47,7 +48,7 @@ def test_threshold_matches_official(rho):
 
 def test_dsc_affinity_matches_official_on_official_matrix(shared_data):
   M = np.load(shared_data / 'official' / 'bedroom_layer3_S.npy').astype(np.float64)[:160, :160]
-  S = cl.from_official_layout(M)                       # paper layout, diag zeroed
+  S = cl.from_official_layout(M)  # paper layout, diag zeroed
   M0 = M.copy()
   np.fill_diagonal(M0, 0)
   ref = _official_L(_official_thrC(M0, 0.2), 4, 6, 2.0)
@@ -68,20 +69,20 @@ def test_official_matrices_cluster_deterministically(shared_data, name, method):
   masks = composition.check_masks(cl.masks_from_labels(labels, 6), 512)
   sizes = masks.sum(axis=1)
   assert masks.shape == (6, 512) and np.all(sizes > 0)
-  assert np.all(np.diff(sizes) <= 0), sizes                      # largest first
+  assert np.all(np.diff(sizes) <= 0), sizes  # largest first
   again, _ = cl.cluster(S, 6, method, seed=3)
   np.testing.assert_array_equal(labels, again)
   assert aff.shape == (512, 512) and np.allclose(aff, aff.T)
 
 
 def test_order_by_size_ties_by_smallest_channel():
-  labels = np.array([2, 2, 0, 1, 1, 0, 3])   # sizes: 0:2 (first ch 2), 1:2 (first 3), 2:2 (first 0), 3:1
+  labels = np.array([2, 2, 0, 1, 1, 0, 3])  # sizes: 0:2 (first ch 2), 1:2 (first 3), 2:2 (first 0), 3:1
   np.testing.assert_array_equal(cl.order_by_size(labels, 4), [0, 0, 1, 2, 2, 1, 3])
 
 
 def test_fill_empty_clusters_is_deterministic_partition():
   aff = np.ones((6, 6)) - np.eye(6)
-  aff[5, :4] = aff[:4, 5] = 0.1                                # channel 5 weakest inside cluster 0
+  aff[5, :4] = aff[:4, 5] = 0.1  # channel 5 weakest inside cluster 0
   labels = np.array([0, 0, 0, 0, 1, 0])
   fixed = cl.fill_empty_clusters(labels, 3, aff)
   np.testing.assert_array_equal(fixed, [0, 0, 0, 0, 1, 2])
@@ -94,11 +95,14 @@ def test_masks_from_labels_partition():
   assert m.dtype == bool
 
 
-@pytest.mark.parametrize('S, match', [
+@pytest.mark.parametrize(
+  'S, match',
+  [
     (np.zeros((4, 5)), r'must be square \(C, C\), got shape \(4, 5\)'),
     (np.zeros((3,)), r'must be square'),
     (np.array([[0.0, np.nan], [1.0, 0.0]]), r'has 1 NaN/Inf entries'),
-])
+  ],
+)
 def test_bad_matrix(S, match):
   with pytest.raises(ValueError, match=match):
     cl.cluster(S, 2)
@@ -116,10 +120,13 @@ def test_bad_arguments():
     cl.cluster(np.ones((4, 4)), 5)
 
 
-@pytest.mark.parametrize('masks, match', [
+@pytest.mark.parametrize(
+  'masks, match',
+  [
     (np.array([[1, 1, 0], [0, 1, 1]], bool), 'channel 1 is in 2 subspaces'),
     (np.array([[1, 1, 1], [0, 0, 0]], bool), 'subspace 1 is empty'),
-])
+  ],
+)
 def test_check_masks_errors(masks, match):
   with pytest.raises(ValueError, match=match):
     composition.check_masks(masks)

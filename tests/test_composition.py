@@ -1,4 +1,5 @@
 """Composition of Eq. 1 (mGANprior) and Eq. 6-7 (PmSFC) against loop references; the safe denominator."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,7 +50,9 @@ def test_pmsfc_matches_loop_reference(setup):
     t = np.tanh(w[ri])
     num = sum(masks[ri] * _g1(gen, z[ri, ki]) * t[ki] for ki in range(k))
     ref += num / t.sum(0)
-  ours = np.asarray(C.pmsfc_features(gen, jnp.asarray(z), jnp.asarray(w), jnp.asarray(masks, jnp.float32), LAYER))
+  ours = np.asarray(
+    C.pmsfc_features(gen, jnp.asarray(z), jnp.asarray(w), jnp.asarray(masks, jnp.float32), LAYER)
+  )
   np.testing.assert_allclose(ours, ref, atol=1e-3, rtol=1e-3)
   per = np.asarray(C.pmsfc_subspace_features(gen, jnp.asarray(z), jnp.asarray(w), jnp.asarray(masks), LAYER))
   assert per.shape == (r,) + gen.feature_shape(LAYER)
@@ -112,7 +115,9 @@ def test_composition_and_gradient_stay_finite(setup, kind):
 def test_check_masks_errors():
   with pytest.raises(ValueError, match=r'subspace masks must have shape \(R, 8\)'):
     C.check_masks(np.ones((2, 4), bool), 8)
-  with pytest.raises(ValueError, match=r'must partition the 4 channels \(each channel in exactly one subspace\); 3 channel'):
+  with pytest.raises(
+    ValueError, match=r'must partition the 4 channels \(each channel in exactly one subspace\); 3 channel'
+  ):
     C.check_masks(np.array([[1, 1, 0, 0], [0, 1, 0, 0]], bool), 4)
   with pytest.raises(ValueError, match='must be binary'):
     C.check_masks(np.full((1, 4), 0.5), 4)

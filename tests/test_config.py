@@ -1,4 +1,5 @@
 """The config schema (core/config.py, core/schema.py) and the paper's presets (core/presets.py)."""
+
 import dataclasses
 import logging
 
@@ -12,11 +13,23 @@ from pmsfc_jax.core import presets
 
 def test_invert_presets():
   c = presets.invert()
-  assert (c.method.name, c.task.name, c.model.layer, c.method.num_codes, c.optim.optimizer, c.optim.lr,
-          c.optim.iterations) == ('pmsfc', 'reconstruct', 3, 5, 'adam', 1e-4, 7000)
-  assert c == config.InvertConfig() == presets.invert('paper')   # the paper's settings are the defaults
+  assert (
+    c.method.name,
+    c.task.name,
+    c.model.layer,
+    c.method.num_codes,
+    c.optim.optimizer,
+    c.optim.lr,
+    c.optim.iterations,
+  ) == ('pmsfc', 'reconstruct', 3, 5, 'adam', 1e-4, 7000)
+  assert c == config.InvertConfig() == presets.invert('paper')  # the paper's settings are the defaults
   m = presets.invert('mganprior,inpaint')
-  assert (m.optim.optimizer, m.optim.lr, m.optim.iterations, m.loss.perceptual_weight) == ('sgd', 1.0, 3000, 0.1)
+  assert (m.optim.optimizer, m.optim.lr, m.optim.iterations, m.loss.perceptual_weight) == (
+    'sgd',
+    1.0,
+    3000,
+    0.1,
+  )
   sr = presets.invert('pmsfc,super_resolve')
   assert (sr.task.factor, sr.task.downsample) == (16, 'bilinear')
   f = presets.invert('fast')
@@ -31,7 +44,12 @@ def test_invert_presets():
 
 def test_other_presets():
   d = presets.demo()
-  assert (d.model.generator, d.optim.iterations, d.loss.perceptual.resize, d.job.lpips) == ('demo', 300, 64, True)
+  assert (d.model.generator, d.optim.iterations, d.loss.perceptual.resize, d.job.lpips) == (
+    'demo',
+    300,
+    64,
+    True,
+  )
   assert presets.demo('local').demo.generated_seeds == (0,)
   r = presets.reproduce('local')
   assert (r.task.factor, r.task.downsample, r.reproduce.num_images, r.optim.iterations) == (4, 'area', 2, 2)
@@ -44,22 +62,27 @@ def test_other_presets():
     presets.train_pggan('big')
 
 
-@pytest.mark.parametrize('cls, preset', [(config.InvertConfig, presets.invert('mganprior,inpaint,local')),
-                                         (config.DemoConfig, presets.demo('local')),
-                                         (config.ReproduceConfig, presets.reproduce()),
-                                         (config.DiscoverConfig, presets.discover()),
-                                         (gan.TrainConfig, presets.train_pggan())])
+@pytest.mark.parametrize(
+  'cls, preset',
+  [
+    (config.InvertConfig, presets.invert('mganprior,inpaint,local')),
+    (config.DemoConfig, presets.demo('local')),
+    (config.ReproduceConfig, presets.reproduce()),
+    (config.DiscoverConfig, presets.discover()),
+    (gan.TrainConfig, presets.train_pggan()),
+  ],
+)
 def test_config_dict_roundtrip_and_hashable(cls, preset):
   cd = config.to_config_dict(preset)
   assert isinstance(cd, ml_collections.ConfigDict)
   assert config.parse(cls, cd) == preset
   assert config.parse(cls, cd.to_dict()) == preset
   assert config.parse(cls, preset) is preset
-  assert hash(preset) == hash(config.parse(cls, cd))   # usable as a jit static argument
+  assert hash(preset) == hash(config.parse(cls, cd))  # usable as a jit static argument
 
 
 def test_parse_checks_types_and_names_unknown_keys():
-  assert config.parse(config.InvertConfig, {'optim': {'lr': 1}}).optim.lr == 1.0   # int -> float
+  assert config.parse(config.InvertConfig, {'optim': {'lr': 1}}).optim.lr == 1.0  # int -> float
   with pytest.raises(config.ConfigError, match=r"unknown config key 'optim.lrr'; did you mean 'optim.lr'\?"):
     config.parse(config.InvertConfig, {'optim': {'lrr': 1.0}})
   with pytest.raises(config.ConfigError, match=r'config.method.num_codes must be int'):
@@ -70,35 +93,60 @@ def test_parse_checks_types_and_names_unknown_keys():
     config.parse(config.InvertConfig, {'task': {'name': 'deblur'}})
   with pytest.raises(ValueError, match=r'config.job.total_steps=5 must be a positive multiple'):
     config.parse(gan.TrainConfig, {'job': {'total_steps': 5, 'steps_per_call': 2}})
-  assert config.parse(config.InvertConfig, {'loss': {'perceptual': {'resize': 0}}}).loss.perceptual.resize is None
+  assert (
+    config.parse(config.InvertConfig, {'loss': {'perceptual': {'resize': 0}}}).loss.perceptual.resize is None
+  )
 
 
 def test_legacy_spellings_are_translated_with_a_warning(caplog):
   caplog.set_level(logging.WARNING)
-  old = {'method': 'mganprior', 'task': 'inpaint', 'lr': 0.5, 'adam_eps': 1e-6, 'batch_size': 3,
-         'perceptual': {'resize': None}, 'force': True, 'optim': {'lr': 0.1}}
+  old = {
+    'method': 'mganprior',
+    'task': 'inpaint',
+    'lr': 0.5,
+    'adam_eps': 1e-6,
+    'batch_size': 3,
+    'perceptual': {'resize': None},
+    'force': True,
+    'optim': {'lr': 0.1},
+  }
   c = config.parse(config.InvertConfig, old)
-  assert (c.method.name, c.task.name, c.optim.lr, c.optim.eps, c.job.batch_size) == ('mganprior', 'inpaint', 0.5,
-                                                                                    1e-6, 3)
+  assert (c.method.name, c.task.name, c.optim.lr, c.optim.eps, c.job.batch_size) == (
+    'mganprior',
+    'inpaint',
+    0.5,
+    1e-6,
+    3,
+  )
   assert c.loss.perceptual.resize is None and c.job.overwrite_config
   assert "config key 'lr' is deprecated: use 'optim.lr'" in caplog.text
   assert "config key 'perceptual.resize' is deprecated: use 'loss.perceptual.resize'" in caplog.text
-  with pytest.raises(config.ConfigError, match="'num_subspaces' no longer exists: R is fixed by the subspace"):
+  with pytest.raises(
+    config.ConfigError, match="'num_subspaces' no longer exists: R is fixed by the subspace"
+  ):
     config.parse(config.InvertConfig, {'num_subspaces': 6})
   assert config.parse(config.DiscoverConfig, {'lam': 1.0, 'log_every': 2}).optim.lam == 1.0
-  t = config.parse(gan.TrainConfig, {'optim': {'learning_rate': 1e-3, 'beta1': 0.5}, 'model': {'fmaps_max': 64}})
+  t = config.parse(
+    gan.TrainConfig, {'optim': {'learning_rate': 1e-3, 'beta1': 0.5}, 'model': {'fmaps_max': 64}}
+  )
   assert (t.optim.lr, t.optim.b1, t.model.generator.fmaps_max) == (1e-3, 0.5, 64)
-  assert config.parse(gan.TrainConfig, {'model': {'generator': {'fused_scale': 'auto'}}}).model.generator.is_fused(128)
+  assert config.parse(
+    gan.TrainConfig, {'model': {'generator': {'fused_scale': 'auto'}}}
+  ).model.generator.is_fused(128)
   assert config.override(presets.invert(), {'lr': 0.2, 'job.images': 'x'}).optim.lr == 0.2
 
 
 def test_result_settings_follow_from_the_sections():
   c = presets.invert('pmsfc,colorize')
   r = config.result_settings(c)
-  assert set(r) == {'model', 'method', 'optim', 'loss', 'task', 'seed'}          # not 'job'
-  assert r['model'] == {'layer': 3}                                              # files: contents count
-  assert set(r['task']) == {'name', 'crop'}                                      # unused by colorize
-  assert set(config.result_settings(presets.invert('super_resolve'))['task']) == {'name', 'factor', 'downsample',
-                                                                                  'crop'}
+  assert set(r) == {'model', 'method', 'optim', 'loss', 'task', 'seed'}  # not 'job'
+  assert r['model'] == {'layer': 3}  # files: contents count
+  assert set(r['task']) == {'name', 'crop'}  # unused by colorize
+  assert set(config.result_settings(presets.invert('super_resolve'))['task']) == {
+    'name',
+    'factor',
+    'downsample',
+    'crop',
+  }
   other_job = dataclasses.replace(c, job=dataclasses.replace(c.job, batch_size=1, output_dir='elsewhere'))
   assert config.result_settings(other_job) == r

@@ -32,12 +32,12 @@ TOL = 1e-4
 # (pixel norm over 4 channels): at 256x256 with 4 channels torch and JAX both drift ~2e-4 from a float64
 # run. So the float32 1e-4 parity uses >= 16 channels at 256, and the narrow model is checked in float64.
 ARCHS = {
-    'res16': (16, 32, 256, 32, False),
-    'res32': (32, 48, 512, 32, False),
-    'res64': (64, 32, 512, 16, False),
-    'res256_auto': (256, 32, 4096, 16, 'auto'),
-    'res32_fused': (32, 32, 512, 32, True),
-    'res16_fused': (16, 24, 256, 16, True),
+  'res16': (16, 32, 256, 32, False),
+  'res32': (32, 48, 512, 32, False),
+  'res64': (64, 32, 512, 16, False),
+  'res256_auto': (256, 32, 4096, 16, 'auto'),
+  'res32_fused': (32, 32, 512, 32, True),
+  'res16_fused': (16, 24, 256, 16, True),
 }
 
 
@@ -74,6 +74,7 @@ def run_cli_in_process(main, argv):
 def _run_convert_cli(argv):
   """Runs launch.convert's main in-process with these flags (as `python -m launch.convert ...`)."""
   from launch import convert as convert_cli
+
   run_cli_in_process(convert_cli.main, argv)
 
 
@@ -92,7 +93,8 @@ def test_pth_conversion_matches_reference_images_and_every_layer(arch, tmp_path)
   cfg = gen.config
   assert (cfg.resolution, cfg.z_dim, cfg.fused_scale) == (res, z_dim, fused)
   assert [l.out_channels for l in pggan.layer_table(cfg)] == [
-      l.out_channels for l in pggan.layer_table(pggan.GeneratorConfig(res, z_dim, base, fmax))]
+    l.out_channels for l in pggan.layer_table(pggan.GeneratorConfig(res, z_dim, base, fmax))
+  ]
 
   z = _latents(z_dim)
   want_img, want_feats = ref.run(model, z)
@@ -160,7 +162,7 @@ class FakeTfNetwork:
 FakeTfNetwork.__module__ = 'tfutil'
 FakeTfNetwork.__qualname__ = FakeTfNetwork.__name__ = 'Network'
 
-NETWORKS_PY = '''
+NETWORKS_PY = """
 import numpy as np
 import tensorflow as tf
 def G_paper(latents_in, labels_in, num_channels=1, resolution=32, label_size=0, fmap_base=8192,
@@ -168,7 +170,7 @@ def G_paper(latents_in, labels_in, num_channels=1, resolution=32, label_size=0, 
             use_pixelnorm=True, pixelnorm_epsilon=1e-8, use_leakyrelu=True, dtype='float32',
             fused_scale=True, structure=None, is_template_graph=False, **kwargs):
     pass
-'''
+"""
 
 
 def tf_variables_from_torch(state_dict, resolution):
@@ -184,28 +186,44 @@ def tf_variables_from_torch(state_dict, resolution):
       for x in range(4):
         dense[:, o * 16 + y * 4 + x] = w0[o, :, 3 - y, 3 - x]
   out += [('4x4/Dense/weight', dense), ('4x4/Dense/bias', sd['layer0.wscale.bias'])]
-  out += [('4x4/Conv/weight', np.transpose(sd['layer1.conv.weight'], (2, 3, 1, 0))),
-          ('4x4/Conv/bias', sd['layer1.wscale.bias'])]
+  out += [
+    ('4x4/Conv/weight', np.transpose(sd['layer1.conv.weight'], (2, 3, 1, 0))),
+    ('4x4/Conv/bias', sd['layer1.wscale.bias']),
+  ]
   for b in range(1, num_blocks):
-    r = 4 * 2 ** b
+    r = 4 * 2**b
     if f'layer{2 * b}.weight' in sd:  # [k, k, in, out] -> TF upscale2d_conv2d's [k, k, out, in]
-      out += [(f'{r}x{r}/Conv0_up/weight', np.transpose(sd[f'layer{2 * b}.weight'], (0, 1, 3, 2))),
-              (f'{r}x{r}/Conv0_up/bias', sd[f'layer{2 * b}.wscale.bias'])]
+      out += [
+        (f'{r}x{r}/Conv0_up/weight', np.transpose(sd[f'layer{2 * b}.weight'], (0, 1, 3, 2))),
+        (f'{r}x{r}/Conv0_up/bias', sd[f'layer{2 * b}.wscale.bias']),
+      ]
     else:
-      out += [(f'{r}x{r}/Conv0/weight', np.transpose(sd[f'layer{2 * b}.conv.weight'], (2, 3, 1, 0))),
-              (f'{r}x{r}/Conv0/bias', sd[f'layer{2 * b}.wscale.bias'])]
-    out += [(f'{r}x{r}/Conv1/weight', np.transpose(sd[f'layer{2 * b + 1}.conv.weight'], (2, 3, 1, 0))),
-            (f'{r}x{r}/Conv1/bias', sd[f'layer{2 * b + 1}.wscale.bias'])]
+      out += [
+        (f'{r}x{r}/Conv0/weight', np.transpose(sd[f'layer{2 * b}.conv.weight'], (2, 3, 1, 0))),
+        (f'{r}x{r}/Conv0/bias', sd[f'layer{2 * b}.wscale.bias']),
+      ]
+    out += [
+      (f'{r}x{r}/Conv1/weight', np.transpose(sd[f'layer{2 * b + 1}.conv.weight'], (2, 3, 1, 0))),
+      (f'{r}x{r}/Conv1/bias', sd[f'layer{2 * b + 1}.wscale.bias']),
+    ]
   for b in range(num_blocks):
     lod = num_blocks - 1 - b
-    out += [(f'ToRGB_lod{lod}/weight', np.transpose(sd[f'output{b}.conv.weight'], (2, 3, 1, 0))),
-            (f'ToRGB_lod{lod}/bias', sd[f'output{b}.wscale.bias'])]
+    out += [
+      (f'ToRGB_lod{lod}/weight', np.transpose(sd[f'output{b}.conv.weight'], (2, 3, 1, 0))),
+      (f'ToRGB_lod{lod}/bias', sd[f'output{b}.wscale.bias']),
+    ]
   return out
 
 
 def _network_state(name, variables, static_kwargs, src=NETWORKS_PY, func='G_paper'):
-  return {'version': 2, 'name': name, 'static_kwargs': static_kwargs, 'build_module_src': src,
-          'build_func_name': func, 'variables': variables}
+  return {
+    'version': 2,
+    'name': name,
+    'static_kwargs': static_kwargs,
+    'build_module_src': src,
+    'build_func_name': func,
+    'variables': variables,
+  }
 
 
 def _dump_tf_pickle(path, networks, protocol, module='tfutil', monkeypatch=None):
@@ -237,23 +255,32 @@ def _globals_in(data):
 
 
 def _static_kwargs(res, z_dim, base, fmax, fused):
-  kw = dict(num_channels=3, resolution=res, label_size=0, fmap_base=base // 2, fmap_max=fmax, latent_size=z_dim)
+  kw = dict(
+    num_channels=3, resolution=res, label_size=0, fmap_base=base // 2, fmap_max=fmax, latent_size=z_dim
+  )
   if fused is not True:  # fused_scale=True is G_paper's default: read from the pickled source.
     kw['fused_scale'] = fused
   return kw
 
 
-@pytest.mark.parametrize('arch,protocol,module', [
-    ('res32', 4, 'tfutil'), ('res32_fused', 2, 'tfutil'), ('res256_auto', 4, 'tfutil'),
+@pytest.mark.parametrize(
+  'arch,protocol,module',
+  [
+    ('res32', 4, 'tfutil'),
+    ('res32_fused', 2, 'tfutil'),
+    ('res256_auto', 4, 'tfutil'),
     ('res16', 5, 'dnnlib.tflib.network'),
-])
+  ],
+)
 def test_tf_pickle_converts_to_same_images_as_pth(arch, protocol, module, tmp_path, monkeypatch):
   res, z_dim, base, fmax, fused = ARCHS[arch]
   model = ref.random_model(res, z_dim, base, fmax, fused)
   gs_vars = tf_variables_from_torch(model.state_dict(), res)
   other = ref.random_model(res, z_dim, base, fmax, fused, seed=7)  # G (non-averaged): must not be used
   g_vars = tf_variables_from_torch(other.state_dict(), res)
-  d = FakeTfNetwork(_network_state('D', [('4x4/Conv/weight', np.ones((3, 3, 4, 4), np.float32))], {}, func='D_paper'))
+  d = FakeTfNetwork(
+    _network_state('D', [('4x4/Conv/weight', np.ones((3, 3, 4, 4), np.float32))], {}, func='D_paper')
+  )
   kw = _static_kwargs(res, z_dim, base, fmax, fused)
   nets = (FakeTfNetwork(_network_state('G', g_vars, kw)), d, FakeTfNetwork(_network_state('Gs', gs_vars, kw)))
   src = tmp_path / 'karras2018iclr-test.pkl'
@@ -277,7 +304,6 @@ def test_tf_pickle_converts_to_same_images_as_pth(arch, protocol, module, tmp_pa
 
 
 class _Payload:
-
   def __init__(self, func, arg):
     self.func, self.arg = func, arg
 
@@ -285,12 +311,15 @@ class _Payload:
     return (self.func, (self.arg,))
 
 
-@pytest.mark.parametrize('func,command,global_name', [
+@pytest.mark.parametrize(
+  'func,command,global_name',
+  [
     (os.system, 'touch {marker}', f'{os.system.__module__}.system'),
     (builtins.eval, "open({marker!r}, 'w').close()", 'builtins.eval'),
     (subprocess.getoutput, 'touch {marker}', 'subprocess.getoutput'),
     (np.load, '{marker}', 'numpy.load'),  # numpy is not admitted wholesale
-])
+  ],
+)
 def test_malicious_pickle_refused_and_never_runs(func, command, global_name, tmp_path, monkeypatch):
   marker = tmp_path / 'pwned'
   payload = _Payload(func, command.format(marker=str(marker)))
@@ -323,7 +352,9 @@ def _sd16():
   return {k: v.detach().numpy().copy() for k, v in ref.random_model(16, 32, 256, 32).state_dict().items()}
 
 
-@pytest.mark.parametrize('edit,key,message', [
+@pytest.mark.parametrize(
+  'edit,key,message',
+  [
     ('missing', 'layer3.conv.weight', r"missing key 'layer3\.conv\.weight'"),
     ('missing', 'layer4.wscale.bias', r"missing key 'layer4\.wscale\.bias'"),
     ('missing', 'output0.conv.weight', r"missing key 'output0\.conv\.weight'"),
@@ -333,11 +364,16 @@ def _sd16():
     ('extra', 'layer9.conv.weight', r"unexpected key 'layer9\.conv\.weight'"),
     ('extra', 'mapping.fc.weight', r"unexpected key 'mapping\.fc\.weight'"),
     ('misshaped', 'layer2.wscale.bias', r"key 'layer2\.wscale\.bias' has shape \(33,\), expected \(32,\)"),
-    ('misshaped', 'layer5.conv.weight', r"key 'layer5\.conv\.weight' has shape \(16, 16, 5, 5\), expected "
-                                         r'\(16, 16, 3, 3\)'),
+    (
+      'misshaped',
+      'layer5.conv.weight',
+      r"key 'layer5\.conv\.weight' has shape \(16, 16, 5, 5\), expected "
+      r'\(16, 16, 3, 3\)',
+    ),
     ('misshaped', 'output1.conv.weight', r"key 'output1\.conv\.weight' has shape"),
     ('misshaped', 'layer0.conv.weight', r"key 'layer0\.conv\.weight' has shape \(32, 32, 3, 3\)"),
-])
+  ],
+)
 def test_pth_bad_keys_named(edit, key, message, tmp_path):
   sd = _sd16()
   if edit == 'missing':
@@ -345,8 +381,12 @@ def test_pth_bad_keys_named(edit, key, message, tmp_path):
   elif edit == 'extra':
     sd[key] = np.zeros((4, 4), np.float32)
   else:
-    shape = {'layer2.wscale.bias': (33,), 'layer5.conv.weight': (16, 16, 5, 5),
-             'output1.conv.weight': (3, 31, 1, 1), 'layer0.conv.weight': (32, 32, 3, 3)}[key]
+    shape = {
+      'layer2.wscale.bias': (33,),
+      'layer5.conv.weight': (16, 16, 5, 5),
+      'output1.conv.weight': (3, 31, 1, 1),
+      'layer0.conv.weight': (32, 32, 3, 3),
+    }[key]
     sd[key] = np.zeros(shape, np.float32)
   torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, tmp_path / 'bad.pth')
   with pytest.raises(common.ConversionError, match=message):
@@ -357,14 +397,17 @@ def _tf_vars16():
   return dict(tf_variables_from_torch(ref.random_model(16, 32, 256, 32).state_dict(), 16))
 
 
-@pytest.mark.parametrize('edit,key,message', [
+@pytest.mark.parametrize(
+  'edit,key,message',
+  [
     ('missing', '8x8/Conv1/bias', r"missing key '8x8/Conv1/bias'"),
     ('missing', 'ToRGB_lod2/weight', r"missing key 'ToRGB_lod2/weight'"),
     ('extra', '32x32/Conv0/weight', r"unexpected key '32x32/Conv0/weight'"),
     ('misshaped', '4x4/Dense/weight', r"key '4x4/Dense/weight' has shape \(32, 500\), expected \(32, 512\)"),
     ('misshaped', 'ToRGB_lod0/weight', r"key 'ToRGB_lod0/weight' has shape \(1, 1, 16, 4\)"),
     ('renamed', '16x16/Conv0/weight', r"missing key '16x16/Conv0/weight'"),
-])
+  ],
+)
 def test_tf_bad_keys_named(edit, key, message, tmp_path, monkeypatch):
   variables = _tf_vars16()
   if edit == 'missing':
@@ -374,7 +417,9 @@ def test_tf_bad_keys_named(edit, key, message, tmp_path, monkeypatch):
   elif edit == 'renamed':  # static_kwargs say fused_scale=False but the file holds fused (Conv0_up) weights.
     variables['16x16/Conv0_up/weight'] = variables.pop(key)
   else:
-    variables[key] = np.zeros({'4x4/Dense/weight': (32, 500), 'ToRGB_lod0/weight': (1, 1, 16, 4)}[key], np.float32)
+    variables[key] = np.zeros(
+      {'4x4/Dense/weight': (32, 500), 'ToRGB_lod0/weight': (1, 1, 16, 4)}[key], np.float32
+    )
   kw = _static_kwargs(16, 32, 256, 32, False)
   state = _network_state('Gs', list(variables.items()), kw)
   _dump_tf_pickle(tmp_path / 'bad.pkl', (None, None, FakeTfNetwork(state)), 4, 'tfutil', monkeypatch)
@@ -382,12 +427,15 @@ def test_tf_bad_keys_named(edit, key, message, tmp_path, monkeypatch):
     convert.convert_file(tmp_path / 'bad.pkl')
 
 
-@pytest.mark.parametrize('kwargs,message', [
+@pytest.mark.parametrize(
+  'kwargs,message',
+  [
     ({'label_size': 10}, r'label_size=10 \(conditional generator\)'),
     ({'use_wscale': False}, 'use_wscale=False'),
     ({'normalize_latents': False}, 'normalize_latents=False'),
     ({'use_pixelnorm': False}, 'use_pixelnorm=False'),
-])
+  ],
+)
 def test_tf_unsupported_variants_refused(kwargs, message, tmp_path, monkeypatch):
   kw = {**_static_kwargs(16, 32, 256, 32, False), **kwargs}
   state = _network_state('Gs', list(_tf_vars16().items()), kw)
@@ -430,11 +478,14 @@ def test_inconsistent_channels_refused():
     mganprior_pth.convert_state_dict(sd)
 
 
-@pytest.mark.parametrize('content,expected', [
+@pytest.mark.parametrize(
+  'content,expected',
+  [
     (b'PK\x03\x04rest', 'mganprior_pth'),
     (b'\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19rest', 'mganprior_pth'),
     (b'\x80\x04\x95rest', 'nvidia_tf_pkl'),
-])
+  ],
+)
 def test_detect_format_by_magic(content, expected, tmp_path):
   (tmp_path / 'weights').write_bytes(content)
   assert convert.detect_format(tmp_path / 'weights') == expected

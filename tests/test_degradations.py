@@ -1,4 +1,5 @@
 """Degradations P of Eq. 9: grayscale / YCbCr, downsampling (vs PyTorch), inpainting masks, delivery."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -38,8 +39,9 @@ def test_merge_luminance_keeps_input_luma_and_estimate_chroma():
   est = _rand((2, 8, 8, 3), 3)
   out = D.merge_luminance(jnp.asarray(est), jnp.asarray(gray))
   np.testing.assert_allclose(np.asarray(D.luminance(out))[..., 0], gray[..., 0], atol=2e-6)
-  np.testing.assert_allclose(np.asarray(D.rgb_to_ycbcr(out))[..., 1:],
-                             np.asarray(D.rgb_to_ycbcr(jnp.asarray(est)))[..., 1:], atol=2e-6)
+  np.testing.assert_allclose(
+    np.asarray(D.rgb_to_ycbcr(out))[..., 1:], np.asarray(D.rgb_to_ycbcr(jnp.asarray(est)))[..., 1:], atol=2e-6
+  )
 
 
 @pytest.mark.parametrize('factor', [2, 4, 3])
@@ -49,8 +51,13 @@ def test_downsample_matches_pytorch(factor, method, torch_mode):
   x = _rand((2, 12, 12, 3), 4)
   ours = np.asarray(D.downsample(jnp.asarray(x), factor, method))
   kw = {'align_corners': False} if torch_mode == 'bilinear' else {}
-  ref = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), scale_factor=1 / factor,
-                                        mode=torch_mode, **kw).permute(0, 2, 3, 1).numpy()
+  ref = (
+    torch.nn.functional.interpolate(
+      torch.from_numpy(x).permute(0, 3, 1, 2), scale_factor=1 / factor, mode=torch_mode, **kw
+    )
+    .permute(0, 2, 3, 1)
+    .numpy()
+  )
   assert ours.shape == (2, 12 // factor, 12 // factor, 3)
   np.testing.assert_allclose(ours, ref, atol=1e-5)
 

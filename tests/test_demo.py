@@ -1,4 +1,5 @@
 """The main job (launch.demo) and the reproduction script (launch.reproduce) end to end, few iterations."""
+
 import json
 import os
 import pathlib
@@ -34,15 +35,25 @@ def tiny_assets(tmp_path_factory):
 
 
 def _local_config(preset, tiny_assets, out, **values):
-  return config.override(preset('local'), {'model.generator': str(tiny_assets / 'gen'),
-                                           'model.subspaces': str(tiny_assets / 'subspaces'),
-                                           'job.output_dir': str(out), **values})
+  return config.override(
+    preset('local'),
+    {
+      'model.generator': str(tiny_assets / 'gen'),
+      'model.subspaces': str(tiny_assets / 'subspaces'),
+      'job.output_dir': str(out),
+      **values,
+    },
+  )
 
 
 def test_demo_on_user_images_writes_grid_and_table(tiny_assets, tmp_path, shared_data):
   faces = sorted((shared_data / 'celeba_small').glob('00900[12].jpg'))
-  cfg = _local_config(presets.demo, tiny_assets, tmp_path / 'out',
-                      **{'job.images': str(shared_data / 'celeba_small' / '00900[12].jpg')})
+  cfg = _local_config(
+    presets.demo,
+    tiny_assets,
+    tmp_path / 'out',
+    **{'job.images': str(shared_data / 'celeba_small' / '00900[12].jpg')},
+  )
   summary = demo.run(cfg)
   assert [r['image'] for r in summary['rows']] == [f.stem for f in faces] + ['**mean**']
   for row in summary['rows']:
@@ -53,13 +64,14 @@ def test_demo_on_user_images_writes_grid_and_table(tiny_assets, tmp_path, shared
   assert grid.shape == ((2 * 18 - 2) * scale, (3 * 18 - 2) * scale, 3)
   # First column: the targets as decoded by the project's image pipeline.
   target0 = imageio.to_uint8(imageio.load_image(faces[0], 16))
-  np.testing.assert_array_equal(grid[:16 * scale:scale, :16 * scale:scale], target0)
+  np.testing.assert_array_equal(grid[: 16 * scale : scale, : 16 * scale : scale], target0)
   table = (tmp_path / 'out' / 'metrics.md').read_text()
   assert '| image | mganprior psnr | mganprior ssim | pmsfc psnr | pmsfc ssim |' in table
 
 
 def test_astronaut_face_is_the_scikit_image_photo():
   from skimage import data as skdata
+
   face = demo.astronaut_face(32)
   assert face.shape == (32, 32, 3) and face.dtype == np.float32
   top, bottom, left, right = demo.ASTRONAUT_FACE_BOX
@@ -69,9 +81,15 @@ def test_astronaut_face_is_the_scikit_image_photo():
 
 
 def test_reproduce_writes_table_for_every_task(tiny_assets, tmp_path, shared_data):
-  cfg = _local_config(presets.reproduce, tiny_assets, tmp_path / 'out',
-                      **{'job.images': str(shared_data / 'celeba_small' / '009*.jpg'),
-                         'task.mask': str(shared_data / 'images' / 'masks' / 'mask-2.png')})
+  cfg = _local_config(
+    presets.reproduce,
+    tiny_assets,
+    tmp_path / 'out',
+    **{
+      'job.images': str(shared_data / 'celeba_small' / '009*.jpg'),
+      'task.mask': str(shared_data / 'images' / 'masks' / 'mask-2.png'),
+    },
+  )
   blob = reproduce.run(cfg)
   assert blob['images'] == ['009001', '009002']
   results = blob['results']
@@ -93,8 +111,19 @@ def test_main_command_runs_on_the_shipped_model(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   env.pop('XLA_FLAGS', None)
   proc = subprocess.run(
-      [sys.executable, '-m', 'launch.demo', f'--config={REPO}/launch/configs/demo.py:local',
-       f'--output_dir={out}'], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    [
+      sys.executable,
+      '-m',
+      'launch.demo',
+      f'--config={REPO}/launch/configs/demo.py:local',
+      f'--output_dir={out}',
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.loads((out / 'metrics.json').read_text())
   assert summary['images'] == ['astronaut', 'generated_seed0']

@@ -29,7 +29,8 @@ NUM, NCOLS, PAD, UPSCALE = 16, 8, 2, 4
 
 def _require_asset():
   assert (ASSET / 'config').is_dir() and (ASSET / 'params').is_dir(), (
-      f'the shipped demo generator {ASSET} is missing: it is part of the package (issue #7)')
+    f'the shipped demo generator {ASSET} is missing: it is part of the package (issue #7)'
+  )
   assert GRID.is_file(), f'the committed sample grid {GRID} is missing'
 
 
@@ -39,7 +40,7 @@ def _grid_cells(grid: np.ndarray, res: int) -> np.ndarray:
   for i in range(NUM):
     r, c = divmod(i, NCOLS)
     y, x = r * (res + PAD) * UPSCALE, c * (res + PAD) * UPSCALE
-    cells.append(grid[y:y + res * UPSCALE:UPSCALE, x:x + res * UPSCALE:UPSCALE])
+    cells.append(grid[y : y + res * UPSCALE : UPSCALE, x : x + res * UPSCALE : UPSCALE])
   return np.stack(cells)
 
 
@@ -51,8 +52,11 @@ def test_demo_generator_reproduces_committed_grid():
   assert g.feature_shape(3) == (8, 8, 64)  # PmSFC's layer 3
   grid = np.asarray(Image.open(GRID).convert('RGB'))
   rows = -(-NUM // NCOLS)
-  assert grid.shape == (UPSCALE * (rows * (cfg.resolution + PAD) - PAD),
-                        UPSCALE * (NCOLS * (cfg.resolution + PAD) - PAD), 3)
+  assert grid.shape == (
+    UPSCALE * (rows * (cfg.resolution + PAD) - PAD),
+    UPSCALE * (NCOLS * (cfg.resolution + PAD) - PAD),
+    3,
+  )
   want = _grid_cells(grid, cfg.resolution).astype(np.int16)
   z = jax.random.normal(jax.random.key(0), (NUM, cfg.z_dim))  # launch.generate --seed=0 latents
   got = imageio.to_uint8(np.clip(np.asarray(jax.jit(g.__call__)(z)), -1, 1)).astype(np.int16)
@@ -73,8 +77,23 @@ def _build_wheel(tmp_path: pathlib.Path) -> pathlib.Path:
     if (REPO / pkg).is_dir():
       shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
   out = tmp_path / 'wheel'
-  subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q',
-                  '-w', str(out), str(src)], check=True, capture_output=True, timeout=300)
+  subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'pip',
+      'wheel',
+      '--no-deps',
+      '--no-build-isolation',
+      '-q',
+      '-w',
+      str(out),
+      str(src),
+    ],
+    check=True,
+    capture_output=True,
+    timeout=300,
+  )
   (wheel,) = out.glob('pmsfc_jax-*.whl')
   return wheel
 
@@ -88,13 +107,16 @@ def test_loads_by_name_from_installed_wheel(tmp_path):
   assert sorted(want) == sorted(shipped), f'wheel misses assets: {sorted(set(want) - set(shipped))}'
   site = tmp_path / 'site'
   zipfile.ZipFile(wheel).extractall(site)
-  code = ('import jax, numpy as np, pmsfc_jax; from pmsfc_jax.io import checkpoints; '
-          'g = checkpoints.load_generator("demo"); '
-          'img = g(jax.random.normal(jax.random.key(0), (2, g.config.z_dim))); '
-          'print(pmsfc_jax.__file__); print(g.config.resolution, img.shape, float(np.abs(img).mean()))')
+  code = (
+    'import jax, numpy as np, pmsfc_jax; from pmsfc_jax.io import checkpoints; '
+    'g = checkpoints.load_generator("demo"); '
+    'img = g(jax.random.normal(jax.random.key(0), (2, g.config.z_dim))); '
+    'print(pmsfc_jax.__file__); print(g.config.resolution, img.shape, float(np.abs(img).mean()))'
+  )
   env = {'PYTHONPATH': str(site), 'JAX_PLATFORMS': 'cpu', 'PATH': '/usr/bin:/bin'}
-  res = subprocess.run([sys.executable, '-c', code], cwd='/tmp', env=env, capture_output=True, text=True,
-                       timeout=300)
+  res = subprocess.run(
+    [sys.executable, '-c', code], cwd='/tmp', env=env, capture_output=True, text=True, timeout=300
+  )
   assert res.returncode == 0, res.stderr[-3000:]
   lines = res.stdout.strip().splitlines()
   assert lines[-2].startswith(str(site)), lines  # the installed copy, not the repository

@@ -1,4 +1,5 @@
 """Subspace discovery (Alg. 1, Eq. 3-5): planted structure, tiny PGGAN end to end, sharding, resume."""
+
 import dataclasses
 import os
 import signal
@@ -27,6 +28,7 @@ from tests import configs
 class PlantedFeatures:
   """C channels in ``groups`` independent subspaces: channel c = fixed combination of ``dim`` random
   maps of its group (fresh maps per key), so c is a fixed linear combination of its group's channels."""
+
   groups: int = 4
   per_group: int = 12
   dim: int = 4
@@ -38,16 +40,18 @@ class PlantedFeatures:
 
   def truth(self):
     lab = np.repeat(np.arange(self.groups), self.per_group)
-    return lab[np.random.default_rng(self.seed).permutation(lab.size)]   # groups interleaved
+    return lab[np.random.default_rng(self.seed).permutation(lab.size)]  # groups interleaved
 
   def features(self, aux, keys):
     lab = jnp.asarray(self.truth())
-    coeffs = jnp.asarray(np.random.default_rng(self.seed + 1).normal(size=(self.num_channels, self.dim)),
-                         jnp.float32)
+    coeffs = jnp.asarray(
+      np.random.default_rng(self.seed + 1).normal(size=(self.num_channels, self.dim)), jnp.float32
+    )
 
     def one(k):
       u = jax.random.normal(k, (16, self.groups, self.dim))
       return jnp.einsum('pcd,cd->pc', u[:, lab, :], coeffs).reshape(4, 4, self.num_channels)
+
     return jax.vmap(one)(keys)
 
 
@@ -89,7 +93,7 @@ def tiny_run(tiny_generator):
 def test_tiny_pggan_end_to_end(tiny_generator, tiny_run):
   S, hist = tiny_run
   assert S.shape == (32, 32) and S.dtype == np.float32
-  np.testing.assert_array_equal(np.diag(S), 0.0)                  # exactly, not approximately
+  np.testing.assert_array_equal(np.diag(S), 0.0)  # exactly, not approximately
   assert set(hist) == {'rec_f', 'rec_d', 'l1', 'total'} and all(len(v) == 20 for v in hist.values())
   assert hist['total'][-5:].mean() < 0.9 * hist['total'][:5].mean()
   assert hist['rec_d'][-1] < hist['rec_d'][0] and hist['rec_f'][-1] < hist['rec_f'][0]
@@ -105,11 +109,12 @@ def test_tiny_pggan_end_to_end(tiny_generator, tiny_run):
   assert not np.array_equal(S, S3)
 
 
-@pytest.mark.parametrize('steps_per_call', [0, 10])   # 0 = auto: one step per jitted call on CPU
+@pytest.mark.parametrize('steps_per_call', [0, 10])  # 0 = auto: one step per jitted call on CPU
 def test_chunking_does_not_change_the_result(tiny_generator, tiny_run, steps_per_call):
   S, hist = tiny_run
-  S2, hist2 = discovery.discover(tiny_generator, _config(log_every=20, steps_per_call=steps_per_call),
-                                 jax.random.key(0))
+  S2, hist2 = discovery.discover(
+    tiny_generator, _config(log_every=20, steps_per_call=steps_per_call), jax.random.key(0)
+  )
   # A lax.scan body and a lone step are compiled differently: float reassociation only, which Adam's
   # normalised steps amplify on near-zero gradient entries (|S| ~ 1e-2 here, differences ~ 3e-6).
   np.testing.assert_allclose(S2, S, atol=1e-7 if steps_per_call == 0 else 1e-5)
@@ -118,10 +123,13 @@ def test_chunking_does_not_change_the_result(tiny_generator, tiny_run, steps_per
 
 def test_no_retrace_across_chunks_and_calls(tiny_generator, monkeypatch):
   chex.clear_trace_counter()
-  counted = jax.jit(chex.assert_max_traces(discovery._train_chunk_impl, n=1),
-                    static_argnames=('model', 'hp', 'num_steps', 'mesh'), donate_argnames=('state',))
+  counted = jax.jit(
+    chex.assert_max_traces(discovery._train_chunk_impl, n=1),
+    static_argnames=('model', 'hp', 'num_steps', 'mesh'),
+    donate_argnames=('state',),
+  )
   monkeypatch.setattr(discovery, 'train_chunk', counted)
-  cfg = _config(iterations=6, log_every=2)                         # 3 chunks per call
+  cfg = _config(iterations=6, log_every=2)  # 3 chunks per call
   discovery.discover(tiny_generator, cfg, jax.random.key(0))
   discovery.discover(tiny_generator, _config(iterations=6, log_every=2), jax.random.key(5))
   chex.clear_trace_counter()
@@ -129,9 +137,10 @@ def test_no_retrace_across_chunks_and_calls(tiny_generator, monkeypatch):
 
 def test_one_device_equals_four_devices(tiny_generator, tiny_run):
   assert len(jax.devices()) == 4, 'conftest forces 4 CPU devices'
-  S4, hist4 = tiny_run                                                  # default mesh: all 4 devices
-  S1, hist1 = discovery.discover(tiny_generator, _config(), jax.random.key(0),
-                                 mesh=discovery.make_mesh(jax.devices()[:1]))
+  S4, hist4 = tiny_run  # default mesh: all 4 devices
+  S1, hist1 = discovery.discover(
+    tiny_generator, _config(), jax.random.key(0), mesh=discovery.make_mesh(jax.devices()[:1])
+  )
   # Same z, same math; only the all-reduce order differs, which Adam's normalised steps amplify on
   # near-zero gradient entries (|S| ~ 1e-2; different z would differ by ~1e-2).
   np.testing.assert_allclose(S1, S4, atol=1e-5)
@@ -150,8 +159,10 @@ def test_losses_match_numpy_reference(tiny_generator):
   FS = F @ S0
   X = np.asarray(decode(jnp.asarray(feats)), np.float64)
   XS = np.asarray(decode(jnp.asarray(FS.reshape(feats.shape), jnp.float32)), np.float64)
-  refs = {'mean': (np.mean((F - FS) ** 2), np.mean((X - XS) ** 2), np.mean(np.abs(S0))),
-          'sum': (np.sum((F - FS) ** 2) / 2, np.sum((X - XS) ** 2) / 2, np.sum(np.abs(S0)))}
+  refs = {
+    'mean': (np.mean((F - FS) ** 2), np.mean((X - XS) ** 2), np.mean(np.abs(S0))),
+    'sum': (np.sum((F - FS) ** 2) / 2, np.sum((X - XS) ** 2) / 2, np.sum(np.abs(S0))),
+  }
   for reduction, ref in refs.items():
     hp = config.SelfExpression(lam=10.0, mu=1.0, reduction=reduction)
     total, terms = discovery.self_expressive_losses(jnp.asarray(S), jnp.asarray(feats), hp, decode)
@@ -160,8 +171,11 @@ def test_losses_match_numpy_reference(tiny_generator):
 
 
 def test_bad_config(tiny_generator):
-  with pytest.raises(ValueError, match=r'batch_size=6 must be a multiple of the number of devices in the '
-                                       r'mesh \(4\)'):
+  with pytest.raises(
+    ValueError,
+    match=r'batch_size=6 must be a multiple of the number of devices in the '
+    r'mesh \(4\)',
+  ):
     discovery.discover(tiny_generator, _config(batch_size=6), jax.random.key(0))
   with pytest.raises(ValueError, match='config.layer must be >= 1'):
     discovery.discover(tiny_generator, _config(layer=0), jax.random.key(0))
@@ -171,12 +185,15 @@ def test_bad_config(tiny_generator):
     discovery.discover(tiny_generator, _config(reduction='max'), jax.random.key(0))
 
 
-@pytest.mark.parametrize('array, match', [
+@pytest.mark.parametrize(
+  'array, match',
+  [
     (np.zeros((64, 32), np.float32), r'must be square \(C, C\), got shape \(64, 32\)'),
     (np.full((64, 64), np.nan, np.float32), r'has 4096 NaN/Inf entries'),
     (np.zeros((32, 32), np.float32), r'is 32x32 but the generator has 64 channels at the chosen layer'),
     (np.array([{'a': 1}], dtype=object), r'not a plain .npy array'),
-])
+  ],
+)
 def test_load_matrix_errors(tmp_path, array, match):
   path = tmp_path / 'S.npy'
   np.save(path, array, allow_pickle=True)
@@ -204,7 +221,9 @@ def test_train_resumes_to_the_same_result(tiny_generator, tiny_run, tmp_path):
   np.testing.assert_allclose(S, S_ref, atol=1e-7)
   np.testing.assert_allclose(hist['total'], hist_ref['total'], rtol=1e-6)
   # Rerunning a finished run restores it without training.
-  S_again, _ = discover_job.train(tiny_generator, _config(iterations=20, checkpoint_every=10, seed=0), tmp_path)
+  S_again, _ = discover_job.train(
+    tiny_generator, _config(iterations=20, checkpoint_every=10, seed=0), tmp_path
+  )
   np.testing.assert_array_equal(S_again, S)
   with pytest.raises(ValueError, match=r"cannot resume, the config differs .*\{'lam': \(10.0, 1.0\)\}"):
     discover_job.train(tiny_generator, _config(iterations=30, lam=1.0, seed=0), tmp_path)
@@ -221,7 +240,7 @@ def test_sigterm_saves_and_the_rerun_finishes_identically(tiny_generator, tiny_r
     out = original(*args, **kwargs)
     calls.append(1)
     if len(calls) == 1:
-      os.kill(os.getpid(), signal.SIGTERM)          # as a cluster scheduler would, mid-run
+      os.kill(os.getpid(), signal.SIGTERM)  # as a cluster scheduler would, mid-run
     return out
 
   monkeypatch.setattr(discovery, 'train_chunk', chunk_then_sigterm)
@@ -229,7 +248,7 @@ def test_sigterm_saves_and_the_rerun_finishes_identically(tiny_generator, tiny_r
     discover_job.train(tiny_generator, _config(checkpoint_every=100, seed=0), tmp_path)
   # The signal lands during the first chunk (log_every=10 steps, in calls of steps_per_call steps).
   assert exc.value.code == 143 and len(calls) == 10 // loops.steps_per_call(0, 10)
-  assert (tmp_path / 'checkpoints' / '10').is_dir()   # saved at the preemption, not at checkpoint_every
+  assert (tmp_path / 'checkpoints' / '10').is_dir()  # saved at the preemption, not at checkpoint_every
   monkeypatch.setattr(discovery, 'train_chunk', original)
   S, hist = discover_job.train(tiny_generator, _config(checkpoint_every=100, seed=0), tmp_path)
   np.testing.assert_allclose(S, S_ref, atol=1e-7)

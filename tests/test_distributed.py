@@ -1,4 +1,5 @@
 """Mesh / sharding helpers and a 2-process `jax.distributed` run of the job on localhost CPU."""
+
 import json
 import os
 import pathlib
@@ -27,7 +28,7 @@ def test_process_share_is_disjoint_and_complete(n, count):
   flat = [x for s in shares for x in s]
   assert sorted(flat) == sorted(items) and len(flat) == len(set(flat))
   assert max(map(len, shares)) - min(map(len, shares)) <= 1
-  assert shares == [multihost.process_share(items, i, count) for i in range(count)]   # deterministic
+  assert shares == [multihost.process_share(items, i, count) for i in range(count)]  # deterministic
   with pytest.raises(ValueError, match=r'process_index=3 is not in \[0, 3\)'):
     multihost.process_share(items, 3, 3)
 
@@ -57,8 +58,11 @@ def test_padding_and_sharding_over_the_mesh():
 def test_initialize_rejects_incomplete_arguments(monkeypatch):
   for var in (multihost.ENV_COORDINATOR, multihost.ENV_NUM_PROCESSES, multihost.ENV_PROCESS_ID):
     monkeypatch.delenv(var, raising=False)
-  with pytest.raises(ValueError, match=r"coordinator_address='127.0.0.1:1' also needs \['num_processes', "
-                     r"'process_id'\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"coordinator_address='127.0.0.1:1' also needs \['num_processes', "
+    r"'process_id'\]",
+  ):
     multihost.initialize('127.0.0.1:1')
   monkeypatch.setenv(multihost.ENV_NUM_PROCESSES, '2')
   monkeypatch.setenv(multihost.ENV_PROCESS_ID, '2')
@@ -82,16 +86,22 @@ def test_two_processes_share_the_work_and_merge_the_summary(assets, tmp_path):  
   procs = []
   for i in range(2):
     env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
-    args = cli_args(config) + ['--distributed', f'--coordinator_address=127.0.0.1:{port}',
-                               '--num_processes=2', f'--process_id={i}']
-    procs.append(subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True))
+    args = cli_args(config) + [
+      '--distributed',
+      f'--coordinator_address=127.0.0.1:{port}',
+      '--num_processes=2',
+      f'--process_id={i}',
+    ]
+    procs.append(
+      subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    )
   outs = [p.communicate(timeout=300) for p in procs]
   for p, (_, se) in zip(procs, outs):
     assert p.returncode == 0, se[-3000:]
   out = pathlib.Path(config.job.output_dir)
-  shares = [[json.loads(x)['name'] for x in (out / f'manifest.p{i}.jsonl').read_text().splitlines()]
-            for i in range(2)]
+  shares = [
+    [json.loads(x)['name'] for x in (out / f'manifest.p{i}.jsonl').read_text().splitlines()] for i in range(2)
+  ]
   assert not set(shares[0]) & set(shares[1])
   assert sorted(shares[0] + shares[1]) == sorted(names)
   assert shares[0] == names[0::2] and shares[1] == names[1::2]

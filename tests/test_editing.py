@@ -1,4 +1,5 @@
 """Editing on inverted images: subspace exchange (Fig. 4) and feature interpolation (Fig. 6)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -1,4 +1,5 @@
 """launch.evaluate: pairing rule, CSV / markdown output, problems listed, size mismatch, --resize."""
+
 import csv
 import io
 import os
@@ -22,20 +23,33 @@ def _names(paths):
 
 
 def test_pairing_rule(tmp_path):
-  refs = [epath.Path(tmp_path / n) for n in ['1.png', '1_01.png', 'a.png', 'b.png', 'c.png', 'd.png', '10.png']]
-  cands = [epath.Path(tmp_path / n) for n in
-           ['1_inv.png', '1_01_inv.png', 'a.jpg', 'b_x.png', 'b-y.png', 'c_inv.png', 'c.png', 'zz.png',
-            '10-result.png']]
+  refs = [
+    epath.Path(tmp_path / n) for n in ['1.png', '1_01.png', 'a.png', 'b.png', 'c.png', 'd.png', '10.png']
+  ]
+  cands = [
+    epath.Path(tmp_path / n)
+    for n in [
+      '1_inv.png',
+      '1_01_inv.png',
+      'a.jpg',
+      'b_x.png',
+      'b-y.png',
+      'c_inv.png',
+      'c.png',
+      'zz.png',
+      '10-result.png',
+    ]
+  ]
   pairs, unmatched = evaluation.pair_files(refs, cands)
   got = {p.reference.name: (p.candidate.name if p.candidate else None, p.status) for p in pairs}
   assert got == {
-      '1.png': ('1_inv.png', 'ok'),
-      '1_01.png': ('1_01_inv.png', 'ok'),  # longest stem wins over '1'
-      'a.png': ('a.jpg', 'ok'),
-      'b.png': (None, 'ambiguous: b_x.png, b-y.png'),
-      'c.png': ('c.png', 'ok'),  # exact stem preferred over c_inv.png
-      'd.png': (None, 'missing candidate'),
-      '10.png': ('10-result.png', 'ok'),  # '10-result' does not belong to '1'
+    '1.png': ('1_inv.png', 'ok'),
+    '1_01.png': ('1_01_inv.png', 'ok'),  # longest stem wins over '1'
+    'a.png': ('a.jpg', 'ok'),
+    'b.png': (None, 'ambiguous: b_x.png, b-y.png'),
+    'c.png': ('c.png', 'ok'),  # exact stem preferred over c_inv.png
+    'd.png': (None, 'missing candidate'),
+    '10.png': ('10-result.png', 'ok'),  # '10-result' does not belong to '1'
   }
   assert _names(unmatched) == ['zz.png']
 
@@ -49,7 +63,9 @@ def folders(tmp_path, shared_data):
   for n, x in imgs.items():
     imageio.save_image(ref / n, x)
   rng = np.random.default_rng(0)
-  imageio.save_image(cand / '1_01_inv.png', np.clip(imgs['1_01.png'] + rng.normal(0, .1, (32, 32, 3)), -1, 1))
+  imageio.save_image(
+    cand / '1_01_inv.png', np.clip(imgs['1_01.png'] + rng.normal(0, 0.1, (32, 32, 3)), -1, 1)
+  )
   imageio.save_image(cand / '3_01-result.png', imgs['3_01.png'][::-1])
   (cand / '5_01.png').write_bytes(b'not an image')
   return ref, cand
@@ -81,9 +97,11 @@ def test_size_mismatch_names_both_files_unless_resize(folders):
   imageio.save_image(cand / '8_01.png', small)
   with pytest.raises(evaluation.SizeMismatchError) as e:
     evaluation.evaluate(ref, cand, ['psnr'])
-  assert str(e.value) == (f'size mismatch: reference {ref / "8_01.png"} is 32x32 but candidate '
-                          f'{cand / "8_01.png"} is 24x24 (pass --resize to resize candidates to the '
-                          'reference size)')
+  assert str(e.value) == (
+    f'size mismatch: reference {ref / "8_01.png"} is 32x32 but candidate '
+    f'{cand / "8_01.png"} is 24x24 (pass --resize to resize candidates to the '
+    'reference size)'
+  )
   pairs, _ = evaluation.evaluate(ref, cand, ['psnr'], resize=True)
   p = [p for p in pairs if p.reference.name == '8_01.png'][0]
   assert p.resized and p.size == (32, 32) and 15 < p.values['psnr'] < 60
@@ -94,8 +112,20 @@ def test_cli_end_to_end(folders, tmp_path):
   out = tmp_path / 'res' / 'metrics.csv'
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   proc = subprocess.run(
-      [sys.executable, '-m', 'launch.evaluate', f'--reference_dir={ref}', f'--candidate_dir={cand}',
-       '--metrics=psnr,lpips_vgg', f'--output={out}'], cwd=REPO, env=env, capture_output=True, text=True)
+    [
+      sys.executable,
+      '-m',
+      'launch.evaluate',
+      f'--reference_dir={ref}',
+      f'--candidate_dir={cand}',
+      '--metrics=psnr,lpips_vgg',
+      f'--output={out}',
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+  )
   assert proc.returncode == 0, proc.stderr
   assert '| image | psnr | lpips_vgg |' in proc.stdout
   assert '| **mean (2)** |' in proc.stdout
@@ -105,6 +135,18 @@ def test_cli_end_to_end(folders, tmp_path):
   assert [r['reference'] for r in rows] == ['1_01.png', '3_01.png', '5_01.png', '8_01.png', 'mean']
   assert 0 < float(rows[1]['lpips_vgg']) < 1  # a flipped face is perceptually far
   bad = subprocess.run(
-      [sys.executable, '-m', 'launch.evaluate', f'--reference_dir={ref}', f'--candidate_dir={cand}',
-       '--metrics=psnr,fid', f'--output={out}'], cwd=REPO, env=env, capture_output=True, text=True)
+    [
+      sys.executable,
+      '-m',
+      'launch.evaluate',
+      f'--reference_dir={ref}',
+      f'--candidate_dir={cand}',
+      '--metrics=psnr,fid',
+      f'--output={out}',
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+  )
   assert bad.returncode == 1 and "unknown metric(s) ['fid']" in bad.stderr

@@ -25,6 +25,7 @@ def converted(tiny_generator, tmp_path_factory):
 
 def _run_in_process(argv):
   from launch import generate
+
   run_cli_in_process(generate.main, argv)
 
 
@@ -33,9 +34,21 @@ def test_generate_cli_writes_images_equal_to_library(converted, tiny_generator, 
   np.save(tmp_path / 'z.npy', z)
   out = tmp_path / 'out'
   proc = subprocess.run(
-      [sys.executable, '-m', 'launch.generate', f'--generator={converted}', f'--latents={tmp_path / "z.npy"}',
-       f'--output_dir={out}', '--batch_size=2'],
-      cwd=REPO, env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      '-m',
+      'launch.generate',
+      f'--generator={converted}',
+      f'--latents={tmp_path / "z.npy"}',
+      f'--output_dir={out}',
+      '--batch_size=2',
+    ],
+    cwd=REPO,
+    env=dict(os.environ, JAX_PLATFORMS='cpu'),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   images = np.load(out / 'images.npy')
   assert images.dtype == np.float32 and images.shape == (5, 32, 32, 3)
@@ -44,17 +57,35 @@ def test_generate_cli_writes_images_equal_to_library(converted, tiny_generator, 
   np.testing.assert_array_equal(np.load(out / 'latents.npy'), z)
   assert sorted(p.name for p in out.glob('sample_*.png')) == [f'sample_{i:05d}.png' for i in range(5)]
   for i in range(5):
-    np.testing.assert_array_equal(np.asarray(Image.open(out / f'sample_{i:05d}.png')), imageio.to_uint8(images[i]))
+    np.testing.assert_array_equal(
+      np.asarray(Image.open(out / f'sample_{i:05d}.png')), imageio.to_uint8(images[i])
+    )
   grid = np.asarray(Image.open(out / 'grid.png'))
   assert grid.shape == (2 * 32 + 2, 3 * 32 + 2 * 2, 3)  # 5 samples: 3 columns, 2 rows, 2-pixel padding
   np.testing.assert_array_equal(grid[:32, 34:66], imageio.to_uint8(images[1]))
 
 
 def test_generate_num_samples_seeded_and_batch_independent(converted, tiny_generator, tmp_path):
-  _run_in_process([f'--generator={converted}', '--num_samples=3', '--seed=4', f'--output_dir={tmp_path / "a"}',
-                   '--batch_size=3', '--nopngs'])
-  _run_in_process([f'--generator={converted}', '--num_samples=3', '--seed=4', f'--output_dir={tmp_path / "b"}',
-                   '--batch_size=2', '--nopngs'])
+  _run_in_process(
+    [
+      f'--generator={converted}',
+      '--num_samples=3',
+      '--seed=4',
+      f'--output_dir={tmp_path / "a"}',
+      '--batch_size=3',
+      '--nopngs',
+    ]
+  )
+  _run_in_process(
+    [
+      f'--generator={converted}',
+      '--num_samples=3',
+      '--seed=4',
+      f'--output_dir={tmp_path / "b"}',
+      '--batch_size=2',
+      '--nopngs',
+    ]
+  )
   a, b = np.load(tmp_path / 'a' / 'images.npy'), np.load(tmp_path / 'b' / 'images.npy')
   np.testing.assert_allclose(a, b, atol=1e-5)
   z = np.load(tmp_path / 'a' / 'latents.npy')
@@ -63,19 +94,26 @@ def test_generate_num_samples_seeded_and_batch_independent(converted, tiny_gener
   assert not list((tmp_path / 'a').glob('sample_*.png')) and (tmp_path / 'a' / 'grid.png').exists()
 
 
-@pytest.mark.parametrize('latents,message', [
+@pytest.mark.parametrize(
+  'latents,message',
+  [
     (np.zeros((2, 63), np.float32), r'z\.npy: expected shape \(N, 64\) for this generator, got \(2, 63\)'),
     (np.zeros((2, 3, 64), np.float32), r'got \(2, 3, 64\)'),
     (np.full((1, 64), np.nan, np.float32), 'finite'),
-])
+  ],
+)
 def test_generate_bad_latents_named(latents, message, converted, tmp_path):
   np.save(tmp_path / 'z.npy', latents)
   with pytest.raises(ValueError, match=message):
-    _run_in_process([f'--generator={converted}', f'--latents={tmp_path / "z.npy"}', f'--output_dir={tmp_path}'])
+    _run_in_process(
+      [f'--generator={converted}', f'--latents={tmp_path / "z.npy"}', f'--output_dir={tmp_path}']
+    )
 
 
 def test_generate_single_latent_vector(converted, tiny_generator, tmp_path):
   z = np.random.default_rng(1).standard_normal(64).astype(np.float32)
   np.save(tmp_path / 'z.npy', z)
-  _run_in_process([f'--generator={converted}', f'--latents={tmp_path / "z.npy"}', f'--output_dir={tmp_path / "o"}'])
+  _run_in_process(
+    [f'--generator={converted}', f'--latents={tmp_path / "z.npy"}', f'--output_dir={tmp_path / "o"}']
+  )
   np.testing.assert_allclose(np.load(tmp_path / 'o' / 'images.npy'), tiny_generator(z[None]), atol=1e-5)

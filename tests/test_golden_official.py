@@ -24,10 +24,16 @@ from pmsfc_jax.io import images as imageio
 from pmsfc_jax.models import pggan
 
 CASES = {
-    'celebahq': ('PMSFC_CELEBAHQ_CHECKPOINT', 1024, 'karras2018iclr-celebahq-1024x1024.pkl or '
-                 'pggan_celebahq1024_generator.pth'),
-    'bedroom': ('PMSFC_BEDROOM_CHECKPOINT', 256, 'karras2018iclr-lsun-bedroom-256x256.pkl or '
-                'pggan_bedroom256_generator.pth'),
+  'celebahq': (
+    'PMSFC_CELEBAHQ_CHECKPOINT',
+    1024,
+    'karras2018iclr-celebahq-1024x1024.pkl or pggan_celebahq1024_generator.pth',
+  ),
+  'bedroom': (
+    'PMSFC_BEDROOM_CHECKPOINT',
+    256,
+    'karras2018iclr-lsun-bedroom-256x256.pkl or pggan_bedroom256_generator.pth',
+  ),
 }
 MIN_PSNR = 35.0
 
@@ -37,13 +43,14 @@ def load_any(path: str) -> pggan.Generator:
   if os.path.isdir(path):
     return checkpoints.load_generator(path)
   from weights_conversion import convert
+
   config, params, _ = convert.convert_file(path)
   return pggan.Generator(config, params)
 
 
 def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
   mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-  return float('inf') if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+  return float('inf') if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 @pytest.mark.parametrize('name', sorted(CASES))
@@ -51,8 +58,10 @@ def test_official_generator_reproduces_official_images(name, shared_data):
   var, resolution, files = CASES[name]
   path = os.environ.get(var)
   if not path:
-    pytest.skip(f'golden test needs the real {name} weights: set {var}=/path/to/({files}) or to a directory '
-                f'converted with `python -m launch.convert`, then run `python -m pytest -q {__file__}`')
+    pytest.skip(
+      f'golden test needs the real {name} weights: set {var}=/path/to/({files}) or to a directory '
+      f'converted with `python -m launch.convert`, then run `python -m pytest -q {__file__}`'
+    )
   gen = load_any(path)
   assert gen.config.resolution == resolution and gen.config.z_dim == 512, gen.config
   scores = golden_psnrs(gen, shared_data / 'official' / 'generated' / name)

@@ -1,4 +1,5 @@
 """Image decoding policy and bad-input refusal of pmsfc_jax.io.images; atomic writes of io.files."""
+
 import io
 import re
 import struct
@@ -13,7 +14,7 @@ from pmsfc_jax.io import images as imageio
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-  return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)
+  return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
 def raw_png(width: int, height: int, bit_depth: int, color_type: int, rows: bytes | None = None) -> bytes:
@@ -33,8 +34,9 @@ def encode(img: Image.Image, fmt='PNG', **kw) -> bytes:
 
 def gradient(w=24, h=24) -> np.ndarray:
   y, x = np.mgrid[0:h, 0:w]
-  return np.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), (x + y) * 255 // (w + h)],
-                  -1).astype(np.uint8)
+  return np.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), (x + y) * 255 // (w + h)], -1).astype(
+    np.uint8
+  )
 
 
 def u8(img_float):
@@ -53,9 +55,9 @@ def test_color_modes_become_rgb_of_the_same_picture(mode):
 def test_alpha_is_composited_on_white():
   arr = np.zeros((4, 4, 4), np.uint8)
   arr[..., 0] = 200
-  arr[0, 0, 3] = 0      # transparent -> white
-  arr[1, 1, 3] = 255    # opaque -> its colour
-  arr[2, 2, 3] = 128    # half -> mix
+  arr[0, 0, 3] = 0  # transparent -> white
+  arr[1, 1, 3] = 255  # opaque -> its colour
+  arr[2, 2, 3] = 128  # half -> mix
   got = u8(imageio.decode(encode(Image.fromarray(arr, 'RGBA'))))
   np.testing.assert_array_equal(got[0, 0], [255, 255, 255])
   np.testing.assert_array_equal(got[1, 1], [200, 0, 0])
@@ -88,33 +90,33 @@ def test_16bit_gray_and_rgb():
 
 
 def test_cmyk_jpeg():
-  cmyk = Image.new('CMYK', (8, 8), (0, 255, 255, 0))   # pure red in naive CMYK
+  cmyk = Image.new('CMYK', (8, 8), (0, 255, 255, 0))  # pure red in naive CMYK
   got = u8(imageio.decode(encode(cmyk, 'JPEG', quality=100)))
   assert got.shape == (8, 8, 3)
   np.testing.assert_allclose(got.reshape(-1, 3).mean(0), [255, 0, 0], atol=3)
 
 
 def test_exif_orientation_is_applied():
-  arr = np.zeros((4, 8, 3), np.uint8)   # landscape, left half red
+  arr = np.zeros((4, 8, 3), np.uint8)  # landscape, left half red
   arr[:, :4, 0] = 255
   img = Image.fromarray(arr)
   exif = img.getexif()
-  exif[0x0112] = 6                        # rotate 90 CW to display
+  exif[0x0112] = 6  # rotate 90 CW to display
   got = u8(imageio.decode(encode(img, 'PNG', exif=exif)))
-  assert got.shape == (8, 4, 3)           # portrait after transposition
-  np.testing.assert_array_equal(got[:4, :, 0], 255)   # the red half is now on top
+  assert got.shape == (8, 4, 3)  # portrait after transposition
+  np.testing.assert_array_equal(got[:4, :, 0], 255)  # the red half is now on top
   np.testing.assert_array_equal(got[4:, :, 0], 0)
 
 
 def test_non_square_center_crop_and_pad_any_size():
   arr = np.zeros((10, 30, 3), np.uint8)
-  arr[:, 10:20] = 255                     # white centre square, black sides
+  arr[:, 10:20] = 255  # white centre square, black sides
   data = encode(Image.fromarray(arr))
   crop = imageio.decode(data, size=10, crop='center')
   np.testing.assert_array_equal(u8(crop), 255)
   pad = u8(imageio.decode(data, size=30, crop='pad'))
   assert pad.shape == (30, 30, 3)
-  np.testing.assert_array_equal(pad[:10], 255)       # white padding rows
+  np.testing.assert_array_equal(pad[:10], 255)  # white padding rows
   np.testing.assert_array_equal(pad[10:20, :10], 0)  # image content
   for size in (1, 7, 16, 64):
     out = imageio.decode(encode(Image.fromarray(gradient(13, 5))), size=size)
@@ -128,12 +130,14 @@ def bad_inputs():
   good_png = encode(Image.fromarray(gradient(32, 32)))
   good_jpg = encode(Image.fromarray(gradient(32, 32)), 'JPEG')
   return {
-      'zero-byte': (b'', r'empty file \(0 bytes\)'),
-      'text': (b'hello, I am not a picture\n' * 4, 'not an image Pillow can identify'),
-      'truncated-png': (good_png[:len(good_png) // 2], r'(truncated file|cannot decode) \('),
-      'truncated-jpeg': (good_jpg[:len(good_jpg) // 2], r'truncated file \(OSError'),
-      'bomb': (raw_png(100_000, 100_000, 8, 2),
-               r'refused as a decompression bomb: .*10000000000 pixels.* exceeds (the )?limit'),
+    'zero-byte': (b'', r'empty file \(0 bytes\)'),
+    'text': (b'hello, I am not a picture\n' * 4, 'not an image Pillow can identify'),
+    'truncated-png': (good_png[: len(good_png) // 2], r'(truncated file|cannot decode) \('),
+    'truncated-jpeg': (good_jpg[: len(good_jpg) // 2], r'truncated file \(OSError'),
+    'bomb': (
+      raw_png(100_000, 100_000, 8, 2),
+      r'refused as a decompression bomb: .*10000000000 pixels.* exceeds (the )?limit',
+    ),
   }
 
 
@@ -149,9 +153,11 @@ def test_bad_input_is_refused_naming_file_and_reason(kind, tmp_path):
 
 def test_bomb_between_one_and_two_times_the_limit_is_refused(monkeypatch):
   monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)
-  data = encode(Image.new('RGB', (40, 40)))   # 1600 px: Pillow alone would only warn
-  with pytest.warns(Image.DecompressionBombWarning), \
-      pytest.raises(imageio.ImageDecodeError, match='decompression bomb: 40x40 = 1600 pixels'):
+  data = encode(Image.new('RGB', (40, 40)))  # 1600 px: Pillow alone would only warn
+  with (
+    pytest.warns(Image.DecompressionBombWarning),
+    pytest.raises(imageio.ImageDecodeError, match='decompression bomb: 40x40 = 1600 pixels'),
+  ):
     imageio.decode(data, 'x.png')
 
 
@@ -169,7 +175,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
   seen = []
   replace = files.replace
 
-  def hook(src, dst):   # Just before the rename: only the temporary file exists.
+  def hook(src, dst):  # Just before the rename: only the temporary file exists.
     seen.extend(p.name for p in target.parent.iterdir())
     assert not target.exists()
     replace(src, dst)

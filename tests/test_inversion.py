@@ -1,4 +1,5 @@
 """Inversion (Eq. 2/8/9): in-domain recovery, batch independence, chunking, tasks, robustness, tracing."""
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -50,7 +51,7 @@ def test_in_domain_recovery(small, method):
   init = inversion.invert(gen, None, targets, masks, cfg0, jax.random.key(3))
   res = inversion.invert(gen, None, targets, masks, cfg, jax.random.key(3))
   p0, p1 = _psnr(init.images, targets), _psnr(res.images, targets)
-  print(method, "PSNR initial", p0, "final", p1)
+  print(method, 'PSNR initial', p0, 'final', p1)
   assert np.all(p1 >= 22.0), (p0, p1)
   assert np.all(p1 >= p0 + 12.0), (p0, p1)
   hist = np.asarray(res.loss_history)
@@ -66,7 +67,7 @@ def test_batch_independence(small, method):
   keys = jax.random.split(jax.random.key(7), 4)
   batched = inversion.invert(gen, None, targets, masks, cfg, keys)
   for i in range(4):
-    alone = inversion.invert(gen, None, targets[i:i + 1], masks, cfg, keys[i:i + 1])
+    alone = inversion.invert(gen, None, targets[i : i + 1], masks, cfg, keys[i : i + 1])
     np.testing.assert_allclose(np.asarray(alone.images[0]), np.asarray(batched.images[i]), atol=2e-4)
     np.testing.assert_allclose(np.asarray(alone.codes[0]), np.asarray(batched.codes[i]), atol=2e-4)
   # Raw (B, 2) uint32 key data is accepted as per-image keys too.
@@ -143,7 +144,7 @@ def test_no_nans(small, case):
   if case == 'extreme_weights':
     w = np.asarray(state.weights).copy()
     w[:, :, 0] = 40.0
-    w[:, :, 1] = -40.0   # tanh sums cancel exactly where K = 3 gives (1, -1, w2 = +-40).
+    w[:, :, 1] = -40.0  # tanh sums cancel exactly where K = 3 gives (1, -1, w2 = +-40).
     w[:, :, 2] = np.where(np.arange(w.shape[-1]) % 2, 40.0, -40.0)
     state = state.replace(weights=jnp.asarray(w))
   state = inversion.run_steps(gen, None, state, targets, masks, cfg, 4)
@@ -188,8 +189,10 @@ def test_errors(small):
   gen, masks, targets = small
   with pytest.raises(ValueError, match="method 'pmsfc' needs subspace masks"):
     inversion.init_state(gen, None, targets, None, _config(), jax.random.key(0))
-  with pytest.raises(ValueError, match=r"targets must have shape \(B, 4, 4, 3\) \(the low-resolution"):
-    inversion.init_state(gen, None, targets, masks, _config(task='super_resolve', factor=4), jax.random.key(0))
+  with pytest.raises(ValueError, match=r'targets must have shape \(B, 4, 4, 3\) \(the low-resolution'):
+    inversion.init_state(
+      gen, None, targets, masks, _config(task='super_resolve', factor=4), jax.random.key(0)
+    )
   with pytest.raises(ValueError, match="task 'inpaint' needs aux"):
     inversion.init_state(gen, None, targets, masks, _config(task='inpaint'), jax.random.key(0))
   with pytest.raises(ValueError, match='perceptual_weight != 0 needs the perceptual network'):

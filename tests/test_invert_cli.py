@@ -1,4 +1,5 @@
 """`python -m launch.invert` end to end: outputs, summary table, exit statuses, flag checks."""
+
 import json
 import os
 import pathlib
@@ -21,12 +22,12 @@ def _run(args):
 def test_cli_outputs_table_and_exit_status(assets, tmp_path):  # noqa: F811
   d = tmp_path / 'in'
   write_images(d / 'a', 2)
-  write_images(d / 'b', 1)                   # b/img000.png has the same file name as a/img000.png
+  write_images(d / 'b', 1)  # b/img000.png has the same file name as a/img000.png
   (d / 'broken.png').write_bytes(b'')
   (d / 'note.png').write_text('not an image')
   config = make_config(assets, d, tmp_path / 'out', iterations=2)
   p = _run(cli_args(config))
-  assert p.returncode == 1, p.stderr[-3000:]            # some images failed
+  assert p.returncode == 1, p.stderr[-3000:]  # some images failed
   out = pathlib.Path(config.job.output_dir)
   for stem in ('a__img000', 'a__img001', 'b__img000'):  # no overwrite between a/ and b/
     assert (out / f'{stem}.png').is_file() and (out / f'{stem}.npz').is_file()
@@ -39,7 +40,9 @@ def test_cli_outputs_table_and_exit_status(assets, tmp_path):  # noqa: F811
   assert set(recs['a/img000.png']) >= {'name', 'status', 'psnr', 'ssim', 'seconds', 'error'}
   lines = p.stdout.splitlines()
   assert lines[0].split() == ['name', 'status', 'psnr', 'ssim', 'sec', 'error']
-  assert any(line.startswith('broken.png') and f'{d}/broken.png: empty file (0 bytes)' in line for line in lines)
+  assert any(
+    line.startswith('broken.png') and f'{d}/broken.png: empty file (0 bytes)' in line for line in lines
+  )
   assert any(line.startswith('note.png') and 'not an image Pillow can identify' in line for line in lines)
   assert 'total 5: ok 3, failed 2, pending 0' in lines[-1]
   assert json.loads((out / 'summary.json').read_text())['failed'] == 2
@@ -50,16 +53,26 @@ def test_cli_outputs_table_and_exit_status(assets, tmp_path):  # noqa: F811
   assert p.returncode == 1 and '--method=mganprior conflicts with the config' in p.stderr
   # The same output directory with a changed configuration is refused (exit 2), naming the change;
   # the presets path (no --config) builds the same config otherwise (only lr differs).
-  p = _run([a for a in cli_args(config, config_file=False) if not a.startswith('--config.optim.lr')] +
-           ['--config.optim.lr=0.5'])
+  p = _run(
+    [a for a in cli_args(config, config_file=False) if not a.startswith('--config.optim.lr')]
+    + ['--config.optim.lr=0.5']
+  )
   assert p.returncode == 2, p.stderr[-2000:]
   assert 'config.optim.lr: 0.05 -> 0.5' in p.stderr and '--overwrite_config' in p.stderr
   # Old spellings still work (a warning names the new one): the same configuration, nothing to redo.
   old = [a for a in cli_args(config) if not a.startswith(('--config.', '--iterations'))]
-  old += ['--config.perceptual_weight=0', '--config.iterations=2', '--lr=0.05', '--num_workers', '2',
-          '--log_every_s=0', '--nolpips', '--force']
+  old += [
+    '--config.perceptual_weight=0',
+    '--config.iterations=2',
+    '--lr=0.05',
+    '--num_workers',
+    '2',
+    '--log_every_s=0',
+    '--nolpips',
+    '--force',
+  ]
   p = _run(old)
-  assert p.returncode == 1, p.stderr[-3000:]          # the two broken inputs are final errors
+  assert p.returncode == 1, p.stderr[-3000:]  # the two broken inputs are final errors
   assert "config key 'perceptual_weight' is deprecated: use 'loss.perceptual_weight'" in p.stderr
   assert '--lr is deprecated: use --config.optim.lr' in p.stderr
   assert '--nolpips is deprecated: use --config.job.lpips' in p.stderr

@@ -1,4 +1,5 @@
 """The batch inversion job (pmsfc_jax/jobs/invert/), run in-process on a tiny 16x16 generator."""
+
 import json
 import os
 import pathlib
@@ -56,7 +57,7 @@ def write_images(folder: pathlib.Path, n: int, seed: int = 0, size=(20, 24), pre
   rng = np.random.default_rng(seed)
   names = []
   for i in range(n):
-    arr = (rng.random((size[0], size[1], 3)) * 80 + np.linspace(0, 170, size[1])[None, :, None])
+    arr = rng.random((size[0], size[1], 3)) * 80 + np.linspace(0, 170, size[1])[None, :, None]
     name = f'{prefix}{i:03d}.png'
     Image.fromarray(arr.astype(np.uint8)).save(folder / name)
     names.append(name)
@@ -65,9 +66,21 @@ def write_images(folder: pathlib.Path, n: int, seed: int = 0, size=(20, 24), pre
 
 def make_config(assets, images, out, method='pmsfc', task='reconstruct', **overrides):
   """The tiny job: ``method,task,local`` presets, 6 steps in chunks of 2, no VGG term (flat overrides)."""
-  base = dict(generator=assets['generator'], subspaces=assets['subspaces'] if method == 'pmsfc' else '',
-              images=str(images), output_dir=str(out), num_codes=2, iterations=6, checkpoint_every=2,
-              batch_size=4, perceptual_weight=0.0, lr=0.05, seed=3, num_workers=2, log_every_s=0.0)
+  base = dict(
+    generator=assets['generator'],
+    subspaces=assets['subspaces'] if method == 'pmsfc' else '',
+    images=str(images),
+    output_dir=str(out),
+    num_codes=2,
+    iterations=6,
+    checkpoint_every=2,
+    batch_size=4,
+    perceptual_weight=0.0,
+    lr=0.05,
+    seed=3,
+    num_workers=2,
+    log_every_s=0.0,
+  )
   return configs.invert(f'{method},{task},local', **{**base, **overrides})
 
 
@@ -80,13 +93,26 @@ def cli_args(config, config_file: bool = True) -> list[str]:
   ``--config=FILE:presets`` or (``config_file=False``) the default file with ``--preset``."""
   m, t = config.method.name, config.task.name
   cfg = [f'--config={REPO}/launch/configs/invert.py:{m},{t},local'] if config_file else ['--preset=local']
-  return [PYTHON, '-m', 'launch.invert', f'--generator={config.model.generator}', f'--images={config.job.images}',
-          f'--output_dir={config.job.output_dir}', f'--method={m}', f'--task={t}',
-          *cfg, '--config.loss.perceptual_weight=0', f'--iterations={config.optim.iterations}',
-          f'--batch_size={config.job.batch_size}', f'--num_codes={config.method.num_codes}',
-          f'--checkpoint_every={config.job.checkpoint_every}', f'--config.optim.lr={config.optim.lr}',
-          f'--seed={config.seed}', '--config.job.num_workers=2', '--config.job.log_every_s=0'
-          ] + ([f'--subspaces={config.model.subspaces}'] if config.model.subspaces else [])
+  return [
+    PYTHON,
+    '-m',
+    'launch.invert',
+    f'--generator={config.model.generator}',
+    f'--images={config.job.images}',
+    f'--output_dir={config.job.output_dir}',
+    f'--method={m}',
+    f'--task={t}',
+    *cfg,
+    '--config.loss.perceptual_weight=0',
+    f'--iterations={config.optim.iterations}',
+    f'--batch_size={config.job.batch_size}',
+    f'--num_codes={config.method.num_codes}',
+    f'--checkpoint_every={config.job.checkpoint_every}',
+    f'--config.optim.lr={config.optim.lr}',
+    f'--seed={config.seed}',
+    '--config.job.num_workers=2',
+    '--config.job.log_every_s=0',
+  ] + ([f'--subspaces={config.model.subspaces}'] if config.model.subspaces else [])
 
 
 def manifest(out) -> list[dict]:
@@ -132,8 +158,17 @@ def assert_complete(out, names):
 
 def test_list_inputs_directory_glob_and_list_file(tmp_path):
   d = tmp_path / 'in'
-  for rel in ('a/x.png', 'b/x.png', 'a/x.jpg', 'a__x.png', 'c/d/y.JPEG', 'notes.txt', '.hidden.png',
-              '.cache/z.png', 'sp ace.png'):
+  for rel in (
+    'a/x.png',
+    'b/x.png',
+    'a/x.jpg',
+    'a__x.png',
+    'c/d/y.JPEG',
+    'notes.txt',
+    '.hidden.png',
+    '.cache/z.png',
+    'sp ace.png',
+  ):
     (d / rel).parent.mkdir(parents=True, exist_ok=True)
     (d / rel).write_bytes(b'x')
   (d / 'out').mkdir()
@@ -143,7 +178,7 @@ def test_list_inputs_directory_glob_and_list_file(tmp_path):
   assert names == ['a/x.jpg', 'a/x.png', 'a__x.png', 'b/x.png', 'c/d/y.JPEG', 'sp ace.png']
   stems = {it.name: it.stem for it in items}
   assert stems['b/x.png'] == 'b__x' and stems['c/d/y.JPEG'] == 'c__d__y' and stems['sp ace.png'] == 'sp_ace'
-  for n in ('a/x.jpg', 'a/x.png', 'a__x.png'):   # Same 'a__x' stem: each gets a name hash.
+  for n in ('a/x.jpg', 'a/x.png', 'a__x.png'):  # Same 'a__x' stem: each gets a name hash.
     assert stems[n].startswith('a__x-') and len(stems[n]) == len('a__x-') + 8
   assert len({s for s in stems.values()}) == len(stems)
 
@@ -153,10 +188,13 @@ def test_list_inputs_directory_glob_and_list_file(tmp_path):
   lst = tmp_path / 'list.txt'
   lst.write_text(f'# comment\n\nin/b/x.png\n{d}/c/d/y.JPEG\nin/b/x.png\nmissing.png\n')
   listed = listing.list_inputs(str(lst))
-  assert [(it.name, it.path) for it in listed] == sorted([
+  assert [(it.name, it.path) for it in listed] == sorted(
+    [
       (str(d / 'c/d/y.JPEG').lstrip('/'), str(d / 'c/d/y.JPEG')),
       ('in/b/x.png', str(tmp_path / 'in/b/x.png')),
-      ('missing.png', str(tmp_path / 'missing.png'))])
+      ('missing.png', str(tmp_path / 'missing.png')),
+    ]
+  )
   assert [it.name for it in listing.list_inputs(str(d / 'b' / 'x.png'))] == ['x.png']
 
   with pytest.raises(FileNotFoundError, match='is neither a directory, a glob, a list file nor an image'):
@@ -201,7 +239,7 @@ def test_bad_inputs_are_reported_and_good_ones_finish(assets, tmp_path):
   for name, data in bad.items():
     (d / f'{name}.png').write_bytes(data)
   jpg = test_images.encode(Image.fromarray(test_images.gradient(32, 32)), 'JPEG')
-  (d / 'truncated.jpg').write_bytes(jpg[:len(jpg) // 2])
+  (d / 'truncated.jpg').write_bytes(jpg[: len(jpg) // 2])
   # Unreadable: tests run as root (chmod 000 does not stop root), so use a dangling symlink, which
   # the listing keeps (it has an image extension) and reading refuses.
   (d / 'dangling.png').symlink_to(tmp_path / 'gone.png')
@@ -214,13 +252,13 @@ def test_bad_inputs_are_reported_and_good_ones_finish(assets, tmp_path):
     assert recs[name]['status'] == 'ok' and recs[name]['error'] is None
     assert np.isfinite(recs[name]['psnr']) and -1 <= recs[name]['ssim'] <= 1
   expect = {
-      'zero-byte.png': 'empty file (0 bytes)',
-      'text.png': 'not an image Pillow can identify',
-      'truncated-png.png': 'truncated file',
-      'truncated-jpeg.png': 'truncated file',
-      'truncated.jpg': 'truncated file',
-      'bomb.png': 'refused as a decompression bomb',
-      'dangling.png': 'cannot read (FileNotFoundError',
+    'zero-byte.png': 'empty file (0 bytes)',
+    'text.png': 'not an image Pillow can identify',
+    'truncated-png.png': 'truncated file',
+    'truncated-jpeg.png': 'truncated file',
+    'truncated.jpg': 'truncated file',
+    'bomb.png': 'refused as a decompression bomb',
+    'dangling.png': 'cannot read (FileNotFoundError',
   }
   for name, reason in expect.items():
     r = recs[name]
@@ -247,8 +285,8 @@ def test_bad_inputs_are_reported_and_good_ones_finish(assets, tmp_path):
 def test_four_devices_equal_one_device_and_batch_composition(assets, tmp_path):
   d = tmp_path / 'in'
   names = write_images(d, 5)
-  c4 = make_config(assets, d, tmp_path / 'd4', batch_size=4, num_devices=4)    # batches 4 + 1 (padded)
-  c1 = make_config(assets, d, tmp_path / 'd1', batch_size=3, num_devices=1)    # batches 3 + 2
+  c4 = make_config(assets, d, tmp_path / 'd4', batch_size=4, num_devices=4)  # batches 4 + 1 (padded)
+  c1 = make_config(assets, d, tmp_path / 'd1', batch_size=3, num_devices=1)  # batches 3 + 2
   assert job.run(c4)['exit_code'] == 0
   assert job.run(c1)['exit_code'] == 0
   assert jax.local_device_count() == 4
@@ -268,15 +306,18 @@ def test_rerun_is_idempotent_and_changed_config_is_refused(assets, tmp_path):
   config = make_config(assets, d, tmp_path / 'out', method='mganprior', iterations=2)
   job.run(config)
   before = (pathlib.Path(config.job.output_dir) / 'manifest.jsonl').read_text()
-  write_images(d, 1, seed=9, prefix='new')         # A new image joins the list: only it is computed.
-  config = override(config, batch_size=1)         # Batch size does not change results: accepted.
+  write_images(d, 1, seed=9, prefix='new')  # A new image joins the list: only it is computed.
+  config = override(config, batch_size=1)  # Batch size does not change results: accepted.
   s = job.run(config)
   after = (pathlib.Path(config.job.output_dir) / 'manifest.jsonl').read_text()
   assert after.startswith(before) and len(after.splitlines()) == 3
   assert s['this_process'].get('ok', 0) == 1 and s['exit_code'] == 0
   config = override(config, lr=0.5)
-  with pytest.raises(fingerprint.ConfigMismatchError, match=r'differences: config\.optim\.lr: 0\.05 -> 0\.5\. '
-                     r'Use another --output_dir, or pass --overwrite_config'):
+  with pytest.raises(
+    fingerprint.ConfigMismatchError,
+    match=r'differences: config\.optim\.lr: 0\.05 -> 0\.5\. '
+    r'Use another --output_dir, or pass --overwrite_config',
+  ):
     job.run(config)
   config = override(config, overwrite_config=True)
   s = job.run(config)
@@ -291,7 +332,7 @@ def test_sigterm_saves_state_and_resume_matches_uninterrupted(assets, tmp_path, 
   config = make_config(assets, d, tmp_path / 'out', batch_size=2)
   run_steps, calls = inversion.run_steps, []
 
-  def chunk_then_sigterm(*args, **kwargs):   # Mid first batch, after step 4 of 6 (chunks of 2).
+  def chunk_then_sigterm(*args, **kwargs):  # Mid first batch, after step 4 of 6 (chunks of 2).
     out = run_steps(*args, **kwargs)
     calls.append(1)
     if len(calls) == 2:
@@ -305,7 +346,7 @@ def test_sigterm_saves_state_and_resume_matches_uninterrupted(assets, tmp_path, 
   assert sorted(p.name for p in ck.iterdir() if p.name.isdigit()) == ['4']
   monkeypatch.setattr(inversion, 'run_steps', run_steps)
   s = job.run(config)
-  assert s['exit_code'] == 0 and s['this_process']['steps'] == 2 * 2 + 6   # resumed batch: 2 steps left.
+  assert s['exit_code'] == 0 and s['this_process']['steps'] == 2 * 2 + 6  # resumed batch: 2 steps left.
   assert_complete(config.job.output_dir, names)
   assert_same_results(ref.job.output_dir, config.job.output_dir, [n[:-4] for n in names])
 
@@ -324,14 +365,14 @@ def test_tasks(assets, tmp_path, task, shared_data):
   png = np.asarray(Image.open(pathlib.Path(config.job.output_dir) / 'img000.png')).astype(np.float64)
   assert png.shape == (16, 16, 3)
   src = np.asarray(Image.open(d / 'img000.png').convert('RGB')).astype(np.float64)
-  if task == 'colorize':   # The delivered colour image keeps the input's luminance (up to uint8 rounding)
-    luma = lambda x: x @ np.array([0.299, 0.587, 0.114])   # wherever saving did not clip a channel.
+  if task == 'colorize':  # The delivered colour image keeps the input's luminance (up to uint8 rounding)
+    luma = lambda x: x @ np.array([0.299, 0.587, 0.114])  # wherever saving did not clip a channel.
     unclipped = np.all((png > 0) & (png < 255), axis=-1)
     assert unclipped.sum() >= 10
     np.testing.assert_allclose(luma(png)[unclipped], luma(src)[unclipped], atol=2.5)
-  if task == 'super_resolve':   # The input was brought to 16 / 2 = 8 pixels; metrics compare at 8x8.
+  if task == 'super_resolve':  # The input was brought to 16 / 2 = 8 pixels; metrics compare at 8x8.
     assert np.isfinite(manifest(config.job.output_dir)[0]['psnr'])
-  if task == 'inpaint':         # Known pixels are the input's.
+  if task == 'inpaint':  # Known pixels are the input's.
     known = masks.load_inpainting_mask(extra['mask'], size=16)[..., 0] > 0.5
     np.testing.assert_allclose(png[known], src[known], atol=1)
 
@@ -339,8 +380,16 @@ def test_tasks(assets, tmp_path, task, shared_data):
 def test_two_hundred_images_in_one_run(assets, tmp_path):
   d = tmp_path / 'in'
   names = write_images(d, 200, size=(16, 16))
-  config = make_config(assets, d, tmp_path / 'out', method='mganprior', iterations=2, checkpoint_every=0,
-                       batch_size=64, num_codes=2)
+  config = make_config(
+    assets,
+    d,
+    tmp_path / 'out',
+    method='mganprior',
+    iterations=2,
+    checkpoint_every=0,
+    batch_size=64,
+    num_codes=2,
+  )
   s = job.run(config)
   assert (s['exit_code'], s['ok'], s['failed'], s['pending']) == (0, 200, 0, 0)
   assert_complete(config.job.output_dir, names)

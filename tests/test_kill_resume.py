@@ -5,6 +5,7 @@ SIGKILLs itself the n-th time it reaches a named point, n drawn at random (seed 
 ``PMSFC_KILL_SEED`` to replay). After the kills a final run completes the job; every image must be in
 the manifest exactly once and on disk, and equal to an uninterrupted run with the same seeds.
 """
+
 import os
 import random
 import signal
@@ -31,7 +32,7 @@ def _run(args, cache_dir, fault=None, timeout=240):
   env.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
   if fault:
     env['PMSFC_FAULT'] = fault
-    args = [args[0], '-m', 'tests.fault_runner', *args[2:]]   # args: python -m launch.invert ...
+    args = [args[0], '-m', 'tests.fault_runner', *args[2:]]  # args: python -m launch.invert ...
   return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -48,11 +49,15 @@ def test_kill9_at_random_points_then_resume(assets, tmp_path):  # noqa: F811
   config = make_config(assets, d, tmp_path / 'out', batch_size=2)
   args = cli_args(config)
   faults = [
-      f'chunk:{rnd.randint(1, 2)}',            # mid-batch, before / after the first checkpoint
-      f'write:{rnd.randint(1, 4)}',            # between a result file's temp write and its rename
-      rnd.choice([f'manifest_torn:{rnd.randint(1, 2)}',   # half a manifest line on disk
-                  f'checkpoint:{rnd.randint(1, 3)}',      # right after a checkpoint
-                  'batch_done:1']),                       # results written, checkpoint not yet removed
+    f'chunk:{rnd.randint(1, 2)}',  # mid-batch, before / after the first checkpoint
+    f'write:{rnd.randint(1, 4)}',  # between a result file's temp write and its rename
+    rnd.choice(
+      [
+        f'manifest_torn:{rnd.randint(1, 2)}',  # half a manifest line on disk
+        f'checkpoint:{rnd.randint(1, 3)}',  # right after a checkpoint
+        'batch_done:1',
+      ]
+    ),  # results written, checkpoint not yet removed
   ]
   print('faults:', faults)
   killed = []
@@ -61,8 +66,8 @@ def test_kill9_at_random_points_then_resume(assets, tmp_path):  # noqa: F811
     assert p.returncode in (-signal.SIGKILL, 0), (fault, p.returncode, p.stderr[-3000:])
     if p.returncode == -signal.SIGKILL:
       killed.append(fault)
-      recs, _ = manifest_lib.read_jsonl(tmp_path / 'out' / 'manifest.jsonl')   # (tolerates a torn line)
-      assert len({r['name'] for r in recs}) == len(recs)   # Never a duplicate, even before repair.
+      recs, _ = manifest_lib.read_jsonl(tmp_path / 'out' / 'manifest.jsonl')  # (tolerates a torn line)
+      assert len({r['name'] for r in recs}) == len(recs)  # Never a duplicate, even before repair.
     else:
       break
   assert len(killed) >= 3, (seed, killed)

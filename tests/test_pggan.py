@@ -32,7 +32,9 @@ def test_official_layer_table_and_shapes():
   # 23.1M parameters as the paper's Table 2 (without the unused lower-resolution ToRGB layers).
   assert sum(int(np.prod(s)) for s in ps.values()) == pytest.approx(23.07e6, rel=2e-3)
   auto = pggan.param_shapes(pggan.GeneratorConfig(resolution=256, fused_scale='auto'))
-  assert '64x64/Conv0/weight' in auto and '128x128/Conv0_up/weight' in auto and '256x256/Conv0_up/weight' in auto
+  assert (
+    '64x64/Conv0/weight' in auto and '128x128/Conv0_up/weight' in auto and '256x256/Conv0_up/weight' in auto
+  )
 
 
 @pytest.mark.parametrize('bad', [-1, 9, 1.5, '3'])
@@ -44,13 +46,19 @@ def test_bad_layer_named(tiny_generator, bad):
 def test_bad_shapes_named(tiny_generator):
   with pytest.raises(ValueError, match=r'latents must have shape \(B, 64\), got \(2, 63\)'):
     tiny_generator(_z(2, 63))
-  with pytest.raises(ValueError, match=r'G2 at layer 3 expects features of shape \(B, 8, 8, 64\), got \(2, 4, 4, 64\)'):
+  with pytest.raises(
+    ValueError, match=r'G2 at layer 3 expects features of shape \(B, 8, 8, 64\), got \(2, 4, 4, 64\)'
+  ):
     tiny_generator.g2(jnp.zeros((2, 4, 4, 64)), 3)
 
 
 @pytest.mark.parametrize('which', ['tiny', 'fused'])
 def test_g2_of_g1_equals_g_for_every_layer(which, tiny_generator):
-  gen = tiny_generator if which == 'tiny' else pggan.Generator(FUSED_CFG, pggan.init_params(FUSED_CFG, jax.random.key(3)))
+  gen = (
+    tiny_generator
+    if which == 'tiny'
+    else pggan.Generator(FUSED_CFG, pggan.init_params(FUSED_CFG, jax.random.key(3)))
+  )
   z = _z(2, gen.config.z_dim)
   full = np.asarray(gen(z))
   assert full.shape == (2, gen.config.resolution, gen.config.resolution, 3) and np.std(full) > 0.1
@@ -74,7 +82,7 @@ def test_jit_traces_once_per_shape(tiny_generator):
   a = g(tiny_generator.params, _z(2, 64, 0))
   b = g(tiny_generator.params, _z(2, 64, 1))  # same shape: no retrace
   assert not np.allclose(a, b)
-  g(tiny_generator.params, _z(3, 64, 0))      # new batch size: the second (and last allowed) trace
+  g(tiny_generator.params, _z(3, 64, 0))  # new batch size: the second (and last allowed) trace
   g(tiny_generator.params, _z(3, 64, 2))
   with pytest.raises(AssertionError, match='retrac|trace'):
     g(tiny_generator.params, _z(4, 64, 0))
@@ -97,9 +105,9 @@ def test_g1_g2_under_vmap(tiny_generator):
 
   @jax.jit
   def run(gen, z):
-    feats = jax.vmap(lambda zi: gen.g1(zi[None], layer)[0])(z)            # per-example G1
-    images = jax.vmap(lambda fi: gen.g2(fi[None], layer)[0])(feats)       # per-example G2
-    codes = jax.vmap(lambda zz: gen.g1(zz, layer))(z.reshape(2, 2, 64))   # leading "codes" axis
+    feats = jax.vmap(lambda zi: gen.g1(zi[None], layer)[0])(z)  # per-example G1
+    images = jax.vmap(lambda fi: gen.g2(fi[None], layer)[0])(feats)  # per-example G2
+    codes = jax.vmap(lambda zz: gen.g1(zz, layer))(z.reshape(2, 2, 64))  # leading "codes" axis
     return feats, images, codes
 
   feats, images, codes = run(tiny_generator, z)
@@ -116,8 +124,8 @@ def _tf_conv2d_transpose_same_stride2(x, w_tf):
   out = np.zeros((n, 2 * h + k, 2 * wd + k, w_tf.shape[2]), np.float64)
   for a in range(h):
     for b in range(wd):
-      out[:, 2 * a:2 * a + k, 2 * b:2 * b + k, :] += np.einsum('ni,yxoi->nyxo', x[:, a, b, :], w_tf)
-  return out[:, pad:pad + 2 * h, pad:pad + 2 * wd, :]
+      out[:, 2 * a : 2 * a + k, 2 * b : 2 * b + k, :] += np.einsum('ni,yxoi->nyxo', x[:, a, b, :], w_tf)
+  return out[:, pad : pad + 2 * h, pad : pad + 2 * wd, :]
 
 
 def test_fused_upsample_conv_matches_tf_upscale2d_conv2d():
@@ -133,13 +141,18 @@ def test_fused_upsample_conv_matches_tf_upscale2d_conv2d():
   np.testing.assert_allclose(got, want, atol=1e-4)
   # Equivalently (everywhere, borders included): nearest 2x upsampling, then a 3x3 'SAME' correlation with
   # the spatially flipped kernel (conv2d_transpose is the adjoint of a correlation).
-  sep = jax.lax.conv_general_dilated(pggan.upsample_nearest_2x(jnp.asarray(x)), jnp.asarray(kernel[::-1, ::-1]),
-                                     (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  sep = jax.lax.conv_general_dilated(
+    pggan.upsample_nearest_2x(jnp.asarray(x)),
+    jnp.asarray(kernel[::-1, ::-1]),
+    (1, 1),
+    'SAME',
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+  )
   np.testing.assert_allclose(got, sep, atol=1e-4)
 
 
 def test_pixel_norm():
   x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 5, 5, 7)), jnp.float32) * 10
   y = pggan.pixel_norm(x)
-  np.testing.assert_allclose(jnp.mean(y ** 2, axis=-1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(jnp.mean(y**2, axis=-1), 1.0, rtol=1e-5)
   np.testing.assert_array_equal(pggan.pixel_norm(jnp.zeros((1, 4))), 0.0)

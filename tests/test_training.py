@@ -45,7 +45,6 @@ def faces(shared_data):
 
 
 class TestDiscriminator:
-
   @pytest.mark.parametrize('n,group', [(8, 4), (6, 2), (3, 4)])
   def test_minibatch_stddev_matches_reference(self, n, group):
     x = jax.random.normal(jax.random.key(n), (n, 4, 4, 5)) * jnp.arange(1, n + 1)[:, None, None, None]
@@ -53,8 +52,9 @@ class TestDiscriminator:
     assert y.shape == (n, 4, 4, 6)
     np.testing.assert_array_equal(np.asarray(y[..., :5]), np.asarray(x))
     # The extra channel is constant over H, W and equals the reference per sample.
-    np.testing.assert_allclose(np.asarray(y[..., 5]), np.broadcast_to(
-        _mbstd_reference(x, group)[:, None, None], (n, 4, 4)), rtol=1e-5)
+    np.testing.assert_allclose(
+      np.asarray(y[..., 5]), np.broadcast_to(_mbstd_reference(x, group)[:, None, None], (n, 4, 4)), rtol=1e-5
+    )
 
   def test_minibatch_stddev_groups_are_independent_and_identical_batch_is_eps(self):
     x = jax.random.normal(jax.random.key(0), (8, 4, 4, 3))
@@ -80,7 +80,9 @@ class TestDiscriminator:
     assert shapes['4x4_Dense1/weight'] == (16, 1)
     logits = disc.discriminate(D_CFG, params, jnp.zeros((4, RES, RES, 3)))
     assert logits.shape == (4,)
-    with pytest.raises(ValueError, match=r'discriminator expects images \(N, 16, 16, 3\), got \(4, 8, 8, 3\)'):
+    with pytest.raises(
+      ValueError, match=r'discriminator expects images \(N, 16, 16, 3\), got \(4, 8, 8, 3\)'
+    ):
       disc.discriminate(D_CFG, params, jnp.zeros((4, 8, 8, 3)))
 
 
@@ -89,13 +91,13 @@ def test_r1_penalty_matches_closed_form():
   a = jax.random.normal(jax.random.key(1), (1, 4, 4, 3))
   x = jax.random.normal(jax.random.key(2), (5, 4, 4, 3))
   r1 = training.r1_penalty(lambda t: jnp.sum(a * t, axis=(1, 2, 3)), x)
-  np.testing.assert_allclose(float(r1), float(jnp.sum(a ** 2)), rtol=1e-5)
+  np.testing.assert_allclose(float(r1), float(jnp.sum(a**2)), rtol=1e-5)
 
 
 def test_ema_beta_half_life():
   hp = training.GanOptim(batch_size=10, ema_half_life_kimg=1.0, ema_rampup=0.0)
   beta = float(training.ema_beta(jnp.asarray(5), hp))
-  np.testing.assert_allclose(beta ** 100, 0.5, rtol=1e-5)  # 100 steps x 10 images = 1 kimg
+  np.testing.assert_allclose(beta**100, 0.5, rtol=1e-5)  # 100 steps x 10 images = 1 kimg
 
 
 def test_training_steps_decrease_losses(faces):
@@ -123,20 +125,33 @@ def test_training_steps_decrease_losses(faces):
   for e, pk in zip(jax.tree.leaves(state.g_ema), jax.tree.leaves(state.g_params)):
     assert e.shape == pk.shape
   assert not np.allclose(np.asarray(state.g_ema['ToRGB']['weight']), np.asarray(g0_params['ToRGB']['weight']))
-  assert not np.allclose(np.asarray(state.g_ema['ToRGB']['weight']), np.asarray(state.g_params['ToRGB']['weight']))
+  assert not np.allclose(
+    np.asarray(state.g_ema['ToRGB']['weight']), np.asarray(state.g_params['ToRGB']['weight'])
+  )
 
 
 def _tiny_config(shared_data, total_steps):
   return training.TrainConfig(
-      seed=3, data=training.Data(folder=str(shared_data / 'celeba_small'), first=1, last=16, cache=True),
-      model=training.GanModel(generator=G_CFG, mbstd_group_size=4),
-      optim=HP, job=training.TrainJob(total_steps=total_steps, steps_per_call=2, log_every=2, sample_every=2,
-                                      checkpoint_every=2, keep_checkpoints=2, num_samples=4, sample_seed=0))
+    seed=3,
+    data=training.Data(folder=str(shared_data / 'celeba_small'), first=1, last=16, cache=True),
+    model=training.GanModel(generator=G_CFG, mbstd_group_size=4),
+    optim=HP,
+    job=training.TrainJob(
+      total_steps=total_steps,
+      steps_per_call=2,
+      log_every=2,
+      sample_every=2,
+      checkpoint_every=2,
+      keep_checkpoints=2,
+      num_samples=4,
+      sample_seed=0,
+    ),
+  )
 
 
 def test_resume_equals_uninterrupted_and_export(shared_data, tmp_path):
   full = train_pggan.train(_tiny_config(shared_data, 6), str(tmp_path / 'full'))
-  train_pggan.train(_tiny_config(shared_data, 2), str(tmp_path / 'split'))   # "killed" after step 2
+  train_pggan.train(_tiny_config(shared_data, 2), str(tmp_path / 'split'))  # "killed" after step 2
   resumed = train_pggan.train(_tiny_config(shared_data, 6), str(tmp_path / 'split'))
   assert int(full.step) == int(resumed.step) == 6
   chex.assert_trees_all_equal(full, resumed)
@@ -146,19 +161,27 @@ def test_resume_equals_uninterrupted_and_export(shared_data, tmp_path):
   assert (tmp_path / 'full' / 'samples' / 'ema_0000006.png').exists()
   assert (tmp_path / 'full' / 'data_16.npy').exists()
   # Export: the EMA generator, loadable like any converted checkpoint, with the training record.
-  out = train_pggan.export_generator(_tiny_config(shared_data, 6), str(tmp_path / 'full'), str(tmp_path / 'gen'))
+  out = train_pggan.export_generator(
+    _tiny_config(shared_data, 6), str(tmp_path / 'full'), str(tmp_path / 'gen')
+  )
   g = checkpoints.load_generator(out)
   assert g.config == G_CFG
   chex.assert_trees_all_close(g.params, jax.device_get(full.g_ema))
   from orbax import checkpoint as ocp
+
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ck:
-    meta = ck.restore(out.absolute(), args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']['meta']
+    meta = ck.restore(out.absolute(), args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config'][
+      'meta'
+    ]
   assert meta['steps'] == 6 and meta['images_seen'] == 6 * HP.batch_size and meta['wall_seconds'] > 0
 
 
 def test_config_errors(shared_data):
-  with pytest.raises(ValueError, match=r'config.job.total_steps=5 must be a positive multiple of '
-                                       r'config.job.steps_per_call=2'):
+  with pytest.raises(
+    ValueError,
+    match=r'config.job.total_steps=5 must be a positive multiple of '
+    r'config.job.steps_per_call=2',
+  ):
     train_pggan.train({'job': {'total_steps': 5, 'steps_per_call': 2}}, '/nonexistent/never_written')
   with pytest.raises(ValueError, match=r"unknown config key 'optim.learning_rat'"):
     config.parse(training.TrainConfig, {'optim': {'learning_rat': 1e-3}})

@@ -1,4 +1,5 @@
 """VGG16 feature extractor vs an independent PyTorch re-implementation with the same weights."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -25,6 +25,7 @@ class ConversionError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Rule:
   """``target[target_key] = transform(source[source_key])`` with ``source[source_key].shape == shape``."""
+
   source_key: str
   shape: tuple[int, ...]
   target_key: str
@@ -35,6 +36,7 @@ class Rule:
 @dataclasses.dataclass(frozen=True)
 class Ignored:
   """A source key that must exist with ``shape`` but whose value is not used (``why`` says why)."""
+
   source_key: str
   shape: tuple[int, ...]
   why: str
@@ -51,20 +53,29 @@ def check_keys(source: Mapping[str, Any], rules: list[Rule], ignored: list[Ignor
     expected[ig.source_key] = ig.shape
   missing = [k for k in expected if k not in source]
   if missing:
-    raise ConversionError(f'{where}: missing key {missing[0]!r} (expected shape {expected[missing[0]]}; '
-                          f'{len(missing)} missing in all: {missing[:8]}{" ..." if len(missing) > 8 else ""})')
+    raise ConversionError(
+      f'{where}: missing key {missing[0]!r} (expected shape {expected[missing[0]]}; '
+      f'{len(missing)} missing in all: {missing[:8]}{" ..." if len(missing) > 8 else ""})'
+    )
   extra = sorted(k for k in source if k not in expected)
   if extra:
-    raise ConversionError(f'{where}: unexpected key {extra[0]!r} with shape {tuple(np.shape(source[extra[0]]))} '
-                          f'({len(extra)} unexpected in all: {extra[:8]}{" ..." if len(extra) > 8 else ""})')
+    raise ConversionError(
+      f'{where}: unexpected key {extra[0]!r} with shape {tuple(np.shape(source[extra[0]]))} '
+      f'({len(extra)} unexpected in all: {extra[:8]}{" ..." if len(extra) > 8 else ""})'
+    )
   for k, shape in expected.items():
     got = tuple(np.shape(source[k]))
     if got != tuple(shape):
       raise ConversionError(f'{where}: key {k!r} has shape {got}, expected {tuple(shape)}')
 
 
-def apply_rules(source: Mapping[str, np.ndarray], rules: list[Rule], ignored: list[Ignored],
-                config: pggan.GeneratorConfig, where: str) -> dict:
+def apply_rules(
+  source: Mapping[str, np.ndarray],
+  rules: list[Rule],
+  ignored: list[Ignored],
+  config: pggan.GeneratorConfig,
+  where: str,
+) -> dict:
   """Checks ``source`` against the rules and returns the nested float32 params pytree of ``config``."""
   check_keys(source, rules, ignored, where)
   flat = {}
@@ -80,7 +91,9 @@ def apply_rules(source: Mapping[str, np.ndarray], rules: list[Rule], ignored: li
     if flat[k].shape != shape:
       raise AssertionError(f'rule for {k!r} produced shape {flat[k].shape}, expected {shape}')
   if set(flat) != set(target_shapes):
-    raise AssertionError(f'converter rules produce unknown parameters {sorted(set(flat) - set(target_shapes))}')
+    raise AssertionError(
+      f'converter rules produce unknown parameters {sorted(set(flat) - set(target_shapes))}'
+    )
   return schema.unflatten(flat, sep='/')
 
 
@@ -103,8 +116,9 @@ def fmaps_from_channels(channels: Mapping[int, int], where: str) -> tuple[int, i
     if all(min(base // r, fmaps_max) == channels[r] for r in resolutions):
       return base, fmaps_max
   raise ConversionError(
-      f'{where}: the channel counts per resolution {dict(sorted(channels.items()))} do not follow '
-      'nf(res) = min(fmaps_base // res, fmaps_max) for any fmaps_base / fmaps_max')
+    f'{where}: the channel counts per resolution {dict(sorted(channels.items()))} do not follow '
+    'nf(res) = min(fmaps_base // res, fmaps_max) for any fmaps_base / fmaps_max'
+  )
 
 
 def fused_from_blocks(fused: Mapping[int, bool], where: str):
@@ -116,13 +130,16 @@ def fused_from_blocks(fused: Mapping[int, bool], where: str):
     return False
   if all(f == (res >= 128) for res, f in fused.items()):
     return 'auto'
-  raise ConversionError(f'{where}: fused (transposed-conv) upsampling at resolutions '
-                        f'{sorted(r for r, f in fused.items() if f)} only: not a PGGAN layout '
-                        "(expected all, none, or 'auto' = from 128x128 on)")
+  raise ConversionError(
+    f'{where}: fused (transposed-conv) upsampling at resolutions '
+    f'{sorted(r for r, f in fused.items() if f)} only: not a PGGAN layout '
+    "(expected all, none, or 'auto' = from 128x128 on)"
+  )
 
 
-def check_config_override(inferred: pggan.GeneratorConfig, overrides: Mapping[str, Any],
-                          where: str) -> pggan.GeneratorConfig:
+def check_config_override(
+  inferred: pggan.GeneratorConfig, overrides: Mapping[str, Any], where: str
+) -> pggan.GeneratorConfig:
   """Explicit config values must agree with what the checkpoint says (fmaps: same channel counts)."""
   overrides = {k: v for k, v in overrides.items() if v is not None}
   if not overrides:
@@ -132,13 +149,18 @@ def check_config_override(inferred: pggan.GeneratorConfig, overrides: Mapping[st
   for name in ('resolution', 'z_dim', 'num_channels'):
     if getattr(wanted, name) != getattr(inferred, name):
       mismatch.append(f'{name}={getattr(wanted, name)!r} but the checkpoint has {getattr(inferred, name)!r}')
-  if [l.out_channels for l in pggan.layer_table(wanted)] != [l.out_channels for l in
-                                                              pggan.layer_table(inferred)]:
-    mismatch.append(f'fmaps_base={wanted.fmaps_base}, fmaps_max={wanted.fmaps_max} give channels '
-                    f'{[l.out_channels for l in pggan.layer_table(wanted)][1::2]} but the checkpoint has '
-                    f'{[l.out_channels for l in pggan.layer_table(inferred)][1::2]}')
+  if [l.out_channels for l in pggan.layer_table(wanted)] != [
+    l.out_channels for l in pggan.layer_table(inferred)
+  ]:
+    mismatch.append(
+      f'fmaps_base={wanted.fmaps_base}, fmaps_max={wanted.fmaps_max} give channels '
+      f'{[l.out_channels for l in pggan.layer_table(wanted)][1::2]} but the checkpoint has '
+      f'{[l.out_channels for l in pggan.layer_table(inferred)][1::2]}'
+    )
   if [l.name for l in pggan.layer_table(wanted)] != [l.name for l in pggan.layer_table(inferred)]:
     mismatch.append(f'fused_scale={wanted.fused_scale!r} but the checkpoint has {inferred.fused_scale!r}')
   if mismatch:
-    raise ConversionError(f'{where}: explicit configuration disagrees with the checkpoint: ' + '; '.join(mismatch))
+    raise ConversionError(
+      f'{where}: explicit configuration disagrees with the checkpoint: ' + '; '.join(mismatch)
+    )
   return wanted

@@ -43,15 +43,20 @@ _KEY_RE = re.compile(r'^(layer|output)(\d+)\.')
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """``torch.load(weights_only=True)`` -> ``{key: float32 ndarray}``; refuses anything but tensors."""
   import torch  # Only the converter needs torch; the library never imports it.
+
   try:
     obj = torch.load(os.fspath(path), map_location='cpu', weights_only=True)
   except Exception as e:  # torch raises UnpicklingError / RuntimeError with a long explanation.
-    raise ConversionError(f'{path}: cannot be read as a PyTorch state dict with torch.load(weights_only=True) '
-                          f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e})') from None
+    raise ConversionError(
+      f'{path}: cannot be read as a PyTorch state dict with torch.load(weights_only=True) '
+      f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e})'
+    ) from None
   if isinstance(obj, Mapping) and 'lod' not in obj and isinstance(obj.get('state_dict'), Mapping):
     obj = obj['state_dict']
   if not isinstance(obj, Mapping):
-    raise ConversionError(f'{path}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}')
+    raise ConversionError(
+      f'{path}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}'
+    )
   out = {}
   for k, v in obj.items():
     if not isinstance(v, torch.Tensor):
@@ -76,9 +81,11 @@ def infer_config(state: Mapping[str, np.ndarray], where: str = 'state dict') -> 
   """Reads resolution, z_dim, fmaps and fused_scale from the key names and tensor shapes."""
   num_blocks = _block_count(state)
   if num_blocks < 2:
-    raise ConversionError(f'{where}: found {num_blocks} PGGAN blocks (keys layer{{i}}.* / output{{b}}.*); '
-                          'expected a generator of resolution >= 8 (keys: '
-                          f'{sorted(state)[:6]}{" ..." if len(state) > 6 else ""})')
+    raise ConversionError(
+      f'{where}: found {num_blocks} PGGAN blocks (keys layer{{i}}.* / output{{b}}.*); '
+      'expected a generator of resolution >= 8 (keys: '
+      f'{sorted(state)[:6]}{" ..." if len(state) > 6 else ""})'
+    )
   resolution = 4 * 2 ** (num_blocks - 1)
   if resolution > 1024:
     raise ConversionError(f'{where}: {num_blocks} blocks means resolution {resolution} > 1024')
@@ -92,15 +99,21 @@ def infer_config(state: Mapping[str, np.ndarray], where: str = 'state dict') -> 
   z_dim = shape_of('layer0.conv.weight', dim=1)
   channels, fused = {}, {}
   for b in range(num_blocks):
-    res = 4 * 2 ** b
+    res = 4 * 2**b
     channels[res] = shape_of(f'layer{2 * b + 1}.conv.weight', f'layer{2 * b + 1}.wscale.bias', dim=0)
     if b > 0:
       fused[res] = f'layer{2 * b}.weight' in state
   last = num_blocks - 1
   num_channels = shape_of(f'output{last}.conv.weight', f'output{last}.wscale.bias', dim=0)
   fmaps_base, fmaps_max = common.fmaps_from_channels(channels, where)
-  return pggan.GeneratorConfig(resolution=resolution, z_dim=z_dim, fmaps_base=fmaps_base, fmaps_max=fmaps_max,
-                               num_channels=num_channels, fused_scale=common.fused_from_blocks(fused, where))
+  return pggan.GeneratorConfig(
+    resolution=resolution,
+    z_dim=z_dim,
+    fmaps_base=fmaps_base,
+    fmaps_max=fmaps_max,
+    num_channels=num_channels,
+    fused_scale=common.fused_from_blocks(fused, where),
+  )
 
 
 def dense_from_conv4x4(w: np.ndarray) -> np.ndarray:
@@ -122,14 +135,35 @@ def rules(config: pggan.GeneratorConfig) -> tuple[list[Rule], list[Ignored]]:
   for i, spec in enumerate(table):
     target = f'{spec.block}/{spec.name}'
     if spec.name == 'Dense':
-      out.append(Rule(f'layer{i}.conv.weight', (spec.out_channels, spec.in_channels, 4, 4), f'{target}/weight',
-                      dense_from_conv4x4, 'flip(2,3), permute(1,0,2,3), reshape(z, nf*16)'))
+      out.append(
+        Rule(
+          f'layer{i}.conv.weight',
+          (spec.out_channels, spec.in_channels, 4, 4),
+          f'{target}/weight',
+          dense_from_conv4x4,
+          'flip(2,3), permute(1,0,2,3), reshape(z, nf*16)',
+        )
+      )
     elif spec.name == 'Conv0_up':
-      out.append(Rule(f'layer{i}.weight', (3, 3, spec.in_channels, spec.out_channels), f'{target}/weight',
-                      common.identity, 'already [k,k,in,out]'))
+      out.append(
+        Rule(
+          f'layer{i}.weight',
+          (3, 3, spec.in_channels, spec.out_channels),
+          f'{target}/weight',
+          common.identity,
+          'already [k,k,in,out]',
+        )
+      )
     else:
-      out.append(Rule(f'layer{i}.conv.weight', (spec.out_channels, spec.in_channels, 3, 3), f'{target}/weight',
-                      oihw_to_hwio, 'OIHW -> HWIO'))
+      out.append(
+        Rule(
+          f'layer{i}.conv.weight',
+          (spec.out_channels, spec.in_channels, 3, 3),
+          f'{target}/weight',
+          oihw_to_hwio,
+          'OIHW -> HWIO',
+        )
+      )
     out.append(Rule(f'layer{i}.wscale.bias', (spec.out_channels,), f'{target}/bias', common.identity))
   last = len(table) // 2 - 1
   for b in range(last + 1):
@@ -138,19 +172,25 @@ def rules(config: pggan.GeneratorConfig) -> tuple[list[Rule], list[Ignored]]:
       out.append(Rule(f'output{b}.conv.weight', (c, nf, 1, 1), 'ToRGB/weight', oihw_to_hwio, 'OIHW -> HWIO'))
       out.append(Rule(f'output{b}.wscale.bias', (c,), 'ToRGB/bias', common.identity))
     else:
-      why = f'ToRGB of {4 * 2 ** b}x{4 * 2 ** b}, unused by a fully grown generator'
-      ignored += [Ignored(f'output{b}.conv.weight', (c, nf, 1, 1), why), Ignored(f'output{b}.wscale.bias', (c,), why)]
+      why = f'ToRGB of {4 * 2**b}x{4 * 2**b}, unused by a fully grown generator'
+      ignored += [
+        Ignored(f'output{b}.conv.weight', (c, nf, 1, 1), why),
+        Ignored(f'output{b}.wscale.bias', (c,), why),
+      ]
   return out, ignored
 
 
-def convert_state_dict(state: Mapping[str, np.ndarray], where: str = 'state dict',
-                       **config_overrides) -> tuple[pggan.GeneratorConfig, dict]:
+def convert_state_dict(
+  state: Mapping[str, np.ndarray], where: str = 'state dict', **config_overrides
+) -> tuple[pggan.GeneratorConfig, dict]:
   """State dict -> (GeneratorConfig, params). ``config_overrides`` must agree with the inferred config."""
   config = common.check_config_override(infer_config(state, where), config_overrides, where)
   lod = np.asarray(state.get('lod', 0.0), np.float32)
   if lod.size == 1 and float(lod.reshape(())) != 0.0:
-    raise ConversionError(f'{where}: lod = {float(lod.reshape(()))}: this generator is in the middle of '
-                          'progressive growing; only fully grown generators (lod = 0) are supported')
+    raise ConversionError(
+      f'{where}: lod = {float(lod.reshape(()))}: this generator is in the middle of '
+      'progressive growing; only fully grown generators (lod = 0) are supported'
+    )
   rule_list, ignored = rules(config)
   params = common.apply_rules(state, rule_list, ignored, config, where)
   return config, params

@@ -45,10 +45,24 @@ FORMAT = 'nvidia_tf_pkl'
 SUPPORTED_BUILD_FUNCS = ('G_paper',)
 
 # networks.G_paper defaults of progressive_growing_of_gans, used when build_module_src is unavailable.
-G_PAPER_DEFAULTS = dict(num_channels=1, resolution=32, label_size=0, fmap_base=8192, fmap_decay=1.0, fmap_max=512,
-                        latent_size=None, normalize_latents=True, use_wscale=True, use_pixelnorm=True,
-                        pixelnorm_epsilon=1e-8, use_leakyrelu=True, dtype='float32', fused_scale=True,
-                        structure=None, is_template_graph=False)
+G_PAPER_DEFAULTS = dict(
+  num_channels=1,
+  resolution=32,
+  label_size=0,
+  fmap_base=8192,
+  fmap_decay=1.0,
+  fmap_max=512,
+  latent_size=None,
+  normalize_latents=True,
+  use_wscale=True,
+  use_pixelnorm=True,
+  pixelnorm_epsilon=1e-8,
+  use_leakyrelu=True,
+  dtype='float32',
+  fused_scale=True,
+  structure=None,
+  is_template_graph=False,
+)
 
 
 def load_networks(path: str | os.PathLike) -> Any:
@@ -61,8 +75,10 @@ def select_gs(obj: Any, where: str) -> safe_pickle.NetworkStub:
     return obj
   if isinstance(obj, (tuple, list)) and len(obj) == 3 and isinstance(obj[2], safe_pickle.NetworkStub):
     return obj[2]
-  raise ConversionError(f'{where}: expected a pickled (G, D, Gs) tuple of tfutil.Network, got '
-                        f'{type(obj).__name__}{f" of length {len(obj)}" if isinstance(obj, (tuple, list)) else ""}')
+  raise ConversionError(
+    f'{where}: expected a pickled (G, D, Gs) tuple of tfutil.Network, got '
+    f'{type(obj).__name__}{f" of length {len(obj)}" if isinstance(obj, (tuple, list)) else ""}'
+  )
 
 
 def function_defaults(source: str | None, func_name: str) -> dict | None:
@@ -75,10 +91,11 @@ def function_defaults(source: str | None, func_name: str) -> dict | None:
     return None
   for node in tree.body:
     if isinstance(node, ast.FunctionDef) and node.name == func_name:
-      args = node.args.args[len(node.args.args) - len(node.args.defaults):]
+      args = node.args.args[len(node.args.args) - len(node.args.defaults) :]
       out = {}
-      for arg, default in list(zip(args, node.args.defaults)) + list(zip(node.args.kwonlyargs,
-                                                                          node.args.kw_defaults)):
+      for arg, default in list(zip(args, node.args.defaults)) + list(
+        zip(node.args.kwonlyargs, node.args.kw_defaults)
+      ):
         if default is None:
           continue
         try:
@@ -93,8 +110,10 @@ def network_kwargs(net: safe_pickle.NetworkStub, where: str) -> dict:
   """Effective G_paper arguments: defaults from the pickled source (or the known ones), then static_kwargs."""
   func = net.build_func_name
   if func not in SUPPORTED_BUILD_FUNCS:
-    raise ConversionError(f'{where}: network {net.name!r} was built by {func!r}; only PGGAN generators '
-                          f'({", ".join(SUPPORTED_BUILD_FUNCS)}) are supported')
+    raise ConversionError(
+      f'{where}: network {net.name!r} was built by {func!r}; only PGGAN generators '
+      f'({", ".join(SUPPORTED_BUILD_FUNCS)}) are supported'
+    )
   kwargs = dict(G_PAPER_DEFAULTS)
   kwargs.update(function_defaults(net.build_module_src, func) or {})
   kwargs.update(net.static_kwargs)
@@ -116,8 +135,10 @@ def config_from_kwargs(kw: dict, where: str) -> pggan.GeneratorConfig:
   if kw.get('structure') not in (None, 'linear', 'recursive'):
     refuse.append(f'structure={kw["structure"]!r}')
   if refuse:
-    raise ConversionError(f'{where}: unsupported generator variant: {", ".join(refuse)} (only the official '
-                          'unconditional PGGAN with equalized LR, pixel norm and leaky ReLU is implemented)')
+    raise ConversionError(
+      f'{where}: unsupported generator variant: {", ".join(refuse)} (only the official '
+      'unconditional PGGAN with equalized LR, pixel norm and leaky ReLU is implemented)'
+    )
   fmap_base, fmap_max = int(kw['fmap_base']), int(kw['fmap_max'])
   latent = kw.get('latent_size')
   z_dim = int(latent) if latent is not None else min(fmap_base, fmap_max)
@@ -125,9 +146,14 @@ def config_from_kwargs(kw: dict, where: str) -> pggan.GeneratorConfig:
   if fused not in (True, False, 'auto'):
     raise ConversionError(f'{where}: unsupported fused_scale={fused!r}')
   try:
-    return pggan.GeneratorConfig(resolution=int(kw['resolution']), z_dim=z_dim, fmaps_base=2 * fmap_base,
-                                 fmaps_max=fmap_max, num_channels=int(kw['num_channels']),
-                                 fused_scale=fused if isinstance(fused, str) else bool(fused))
+    return pggan.GeneratorConfig(
+      resolution=int(kw['resolution']),
+      z_dim=z_dim,
+      fmaps_base=2 * fmap_base,
+      fmaps_max=fmap_max,
+      num_channels=int(kw['num_channels']),
+      fused_scale=fused if isinstance(fused, str) else bool(fused),
+    )
   except ValueError as e:
     raise ConversionError(f'{where}: {e}') from None
 
@@ -140,14 +166,35 @@ def rules(config: pggan.GeneratorConfig) -> tuple[list[Rule], list[Ignored]]:
   for spec in table:
     name = f'{spec.block}/{spec.name}'
     if spec.name == 'Dense':
-      out.append(Rule(f'{name}/weight', (spec.in_channels, 16 * spec.out_channels), f'{name}/weight',
-                      common.identity, 'TF layout kept'))
+      out.append(
+        Rule(
+          f'{name}/weight',
+          (spec.in_channels, 16 * spec.out_channels),
+          f'{name}/weight',
+          common.identity,
+          'TF layout kept',
+        )
+      )
     elif spec.name == 'Conv0_up':
-      out.append(Rule(f'{name}/weight', (3, 3, spec.out_channels, spec.in_channels), f'{name}/weight',
-                      lambda w: w.transpose(0, 1, 3, 2), '[k,k,out,in] -> [k,k,in,out]'))
+      out.append(
+        Rule(
+          f'{name}/weight',
+          (3, 3, spec.out_channels, spec.in_channels),
+          f'{name}/weight',
+          lambda w: w.transpose(0, 1, 3, 2),
+          '[k,k,out,in] -> [k,k,in,out]',
+        )
+      )
     else:
-      out.append(Rule(f'{name}/weight', (3, 3, spec.in_channels, spec.out_channels), f'{name}/weight',
-                      common.identity, 'HWIO kept'))
+      out.append(
+        Rule(
+          f'{name}/weight',
+          (3, 3, spec.in_channels, spec.out_channels),
+          f'{name}/weight',
+          common.identity,
+          'HWIO kept',
+        )
+      )
     out.append(Rule(f'{name}/bias', (spec.out_channels,), f'{name}/bias', common.identity))
   c = config.num_channels
   for b in range(len(table) // 2):
@@ -157,8 +204,11 @@ def rules(config: pggan.GeneratorConfig) -> tuple[list[Rule], list[Ignored]]:
       out.append(Rule('ToRGB_lod0/weight', (1, 1, nf, c), 'ToRGB/weight', common.identity))
       out.append(Rule('ToRGB_lod0/bias', (c,), 'ToRGB/bias', common.identity))
     else:
-      why = f'ToRGB of {4 * 2 ** b}x{4 * 2 ** b}, unused by a fully grown generator'
-      ignored += [Ignored(f'ToRGB_lod{lod}/weight', (1, 1, nf, c), why), Ignored(f'ToRGB_lod{lod}/bias', (c,), why)]
+      why = f'ToRGB of {4 * 2**b}x{4 * 2**b}, unused by a fully grown generator'
+      ignored += [
+        Ignored(f'ToRGB_lod{lod}/weight', (1, 1, nf, c), why),
+        Ignored(f'ToRGB_lod{lod}/bias', (c,), why),
+      ]
   return out, ignored
 
 
@@ -169,15 +219,19 @@ def convert_network(net: safe_pickle.NetworkStub, where: str) -> tuple[pggan.Gen
   variables = {}
   for item in net.variables:
     if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
-      raise ConversionError(f'{where}: malformed variables entry {type(item).__name__} (expected (name, array))')
+      raise ConversionError(
+        f'{where}: malformed variables entry {type(item).__name__} (expected (name, array))'
+      )
     name, value = item
     if name in variables:
       raise ConversionError(f'{where}: duplicate variable {name!r}')
     variables[name] = np.asarray(value)
   lod = variables.get('lod')
   if lod is not None and np.size(lod) == 1 and float(np.reshape(lod, ())) != 0.0:
-    raise ConversionError(f'{where}: lod = {float(np.reshape(lod, ()))}: this generator is in the middle of '
-                          'progressive growing; only fully grown generators (lod = 0) are supported')
+    raise ConversionError(
+      f'{where}: lod = {float(np.reshape(lod, ()))}: this generator is in the middle of '
+      'progressive growing; only fully grown generators (lod = 0) are supported'
+    )
   rule_list, ignored = rules(config)
   try:
     params = common.apply_rules(variables, rule_list, ignored, config, f'{where} (network {net.name!r})')

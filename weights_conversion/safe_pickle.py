@@ -76,8 +76,10 @@ class EasyDictStub(dict):
 
 def _latin1_encode(obj, encoding='utf-8', errors='strict'):
   if encoding not in ('latin1', 'latin-1') or not isinstance(obj, str):
-    raise UnsafePickleError(f'_codecs.encode({type(obj).__name__}, {encoding!r}) is not admitted '
-                            '(only latin-1 encoding of a str, used by numpy arrays pickled at protocol 2)')
+    raise UnsafePickleError(
+      f'_codecs.encode({type(obj).__name__}, {encoding!r}) is not admitted '
+      '(only latin-1 encoding of a str, used by numpy arrays pickled at protocol 2)'
+    )
   return obj.encode('latin1', errors)
 
 
@@ -91,12 +93,12 @@ def _safe_reconstructor(cls, base, state):
 _NETWORK_GLOBALS = {('tfutil', 'Network'), ('dnnlib.tflib.network', 'Network')}
 
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    **pretrained.NUMPY_GLOBALS,
-    ('collections', 'OrderedDict'): collections.OrderedDict,
-    ('_codecs', 'encode'): _latin1_encode,
-    ('copyreg', '_reconstructor'): _safe_reconstructor,
-    ('dnnlib.util', 'EasyDict'): EasyDictStub,
-    **{key: NetworkStub for key in _NETWORK_GLOBALS},
+  **pretrained.NUMPY_GLOBALS,
+  ('collections', 'OrderedDict'): collections.OrderedDict,
+  ('_codecs', 'encode'): _latin1_encode,
+  ('copyreg', '_reconstructor'): _safe_reconstructor,
+  ('dnnlib.util', 'EasyDict'): EasyDictStub,
+  **{key: NetworkStub for key in _NETWORK_GLOBALS},
 }
 
 _LEGACY_MODULES = ('network', 'theano', 'lasagne', 'legacy')
@@ -106,15 +108,21 @@ class TFNetworkUnpickler(pretrained.RestrictedUnpickler):
   """The library's restricted unpickler admitting :data:`ALLOWED_GLOBALS`; Theano-era pickles are named."""
 
   def __init__(self, file, *, source: str = '<pickle>'):
-    super().__init__(file, ALLOWED_GLOBALS, source=source, encoding='latin1',
-                     admitted=f'numpy arrays and the network classes {sorted(".".join(k) for k in _NETWORK_GLOBALS)}')
+    super().__init__(
+      file,
+      ALLOWED_GLOBALS,
+      source=source,
+      encoding='latin1',
+      admitted=f'numpy arrays and the network classes {sorted(".".join(k) for k in _NETWORK_GLOBALS)}',
+    )
 
   def find_class(self, module: str, name: str):
     if (module, name) not in self.allowed and module.split('.')[0] in _LEGACY_MODULES:
       raise LegacyPickleError(
-          f'{self.source}: references {module}.{name}: this is a legacy Theano-era PGGAN pickle, which is not '
-          'supported. Use the TensorFlow pickles (karras2018iclr-*.pkl from the "tensorflow-version" folder of '
-          'the official release) or an mGANprior .pth state dict.')
+        f'{self.source}: references {module}.{name}: this is a legacy Theano-era PGGAN pickle, which is not '
+        'supported. Use the TensorFlow pickles (karras2018iclr-*.pkl from the "tensorflow-version" folder of '
+        'the official release) or an mGANprior .pth state dict.'
+      )
     return super().find_class(module, name)
 
 

@@ -56,8 +56,10 @@ def check_matrix(S, num_channels: int | None = None, name: str = 'S') -> np.ndar
     bad = int(np.sum(~np.isfinite(S)))
     raise ValueError(f'{name}: the self-expressive matrix has {bad} NaN/Inf entries')
   if num_channels is not None and S.shape[0] != num_channels:
-    raise ValueError(f'{name}: the self-expressive matrix is {S.shape[0]}x{S.shape[1]} but the generator '
-                     f'has {num_channels} channels at the chosen layer')
+    raise ValueError(
+      f'{name}: the self-expressive matrix is {S.shape[0]}x{S.shape[1]} but the generator '
+      f'has {num_channels} channels at the chosen layer'
+    )
   return S
 
 
@@ -105,8 +107,9 @@ def threshold_columns(C, rho: float) -> np.ndarray:
   return np.where(keep, C, 0.0)
 
 
-def dsc_affinity(S, num_subspaces: int, rho: float = 0.2, subspace_dim: int = 6,
-                 alpha: float = 2.0) -> np.ndarray:
+def dsc_affinity(
+  S, num_subspaces: int, rho: float = 0.2, subspace_dim: int = 6, alpha: float = 2.0
+) -> np.ndarray:
   """Official ``thrC`` + ``post_proC`` affinity L (C, C) in [0, 1] from S (paper layout).
 
   The threshold runs over the columns of the official layout M = S^T (what the official inversion
@@ -123,7 +126,7 @@ def dsc_affinity(S, num_subspaces: int, rho: float = 0.2, subspace_dim: int = 6,
   U = U / np.maximum(norms, 1e-12)
   Z = U @ U.T
   Z = Z * (Z > 0)
-  L = np.abs(Z ** alpha)
+  L = np.abs(Z**alpha)
   L = L / max(L.max(), 1e-300)
   return 0.5 * (L + L.T)
 
@@ -139,8 +142,9 @@ def _top_singular(C: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
   return U[:, :r], s[:r]
 
 
-def affinity_matrix(S, method: Affinity, num_subspaces: int, rho: float = 0.2, subspace_dim: int = 6,
-                    alpha: float = 2.0) -> np.ndarray:
+def affinity_matrix(
+  S, method: Affinity, num_subspaces: int, rho: float = 0.2, subspace_dim: int = 6, alpha: float = 2.0
+) -> np.ndarray:
   """The affinity of route ``method`` ('paper' or 'dsc')."""
   if method == 'paper':
     return paper_affinity(S)
@@ -153,16 +157,22 @@ def affinity_matrix(S, method: Affinity, num_subspaces: int, rho: float = 0.2, s
 # Spectral clustering, ordering, masks.
 
 
-def spectral_labels(affinity: np.ndarray, num_subspaces: int, seed: int = 0,
-                    assign_labels: str = 'kmeans') -> np.ndarray:
+def spectral_labels(
+  affinity: np.ndarray, num_subspaces: int, seed: int = 0, assign_labels: str = 'kmeans'
+) -> np.ndarray:
   """scikit-learn spectral clustering on a precomputed affinity; raw labels (C,) in [0, R)."""
   n = affinity.shape[0]
   if not 1 <= num_subspaces <= n:
     raise ValueError(f'num_subspaces must be in [1, {n}] (the number of channels), got {num_subspaces}')
   if num_subspaces == 1:
     return np.zeros(n, np.int64)
-  sc = SpectralClustering(n_clusters=num_subspaces, affinity='precomputed', assign_labels=assign_labels,
-                          random_state=seed, eigen_solver='arpack')
+  sc = SpectralClustering(
+    n_clusters=num_subspaces,
+    affinity='precomputed',
+    assign_labels=assign_labels,
+    random_state=seed,
+    eigen_solver='arpack',
+  )
   with warnings.catch_warnings():
     warnings.filterwarnings('ignore', message='Graph is not fully connected')
     return np.asarray(sc.fit_predict(affinity), np.int64)
@@ -211,9 +221,16 @@ def masks_from_labels(labels, num_subspaces: int) -> np.ndarray:
   return labels[None, :] == np.arange(num_subspaces)[:, None]
 
 
-def cluster(S, num_subspaces: int, method: Affinity = 'paper', seed: int = 0, rho: float = 0.2,
-            subspace_dim: int = 6, alpha: float = 2.0, num_threads: int | None = 1
-            ) -> tuple[np.ndarray, np.ndarray]:
+def cluster(
+  S,
+  num_subspaces: int,
+  method: Affinity = 'paper',
+  seed: int = 0,
+  rho: float = 0.2,
+  subspace_dim: int = 6,
+  alpha: float = 2.0,
+  num_threads: int | None = 1,
+) -> tuple[np.ndarray, np.ndarray]:
   """S (C, C) -> (labels (C,) ordered by subspace size, affinity (C, C)). Deterministic for a seed.
 
   ``num_threads`` caps the BLAS/OpenMP threads (threadpoolctl) of the SVD, eigen-solver and k-means:

@@ -97,24 +97,43 @@ def pmsfc_coefficients(weights: Array, masks: Array, eps: float = DEFAULT_WEIGHT
   return t / denom * masks.astype(weights.dtype)[:, None, :]
 
 
-def pmsfc_subspace_features(gen: pggan.Generator, codes: Array, weights: Array, masks: Array, layer: int,
-                            eps: float = DEFAULT_WEIGHT_EPS) -> Array:
+def pmsfc_subspace_features(
+  gen: pggan.Generator,
+  codes: Array,
+  weights: Array,
+  masks: Array,
+  layer: int,
+  eps: float = DEFAULT_WEIGHT_EPS,
+) -> Array:
   """Eq. 6: the masked composed map of every subspace, f^r: (R, H, W, C) (zero outside m^r)."""
-  feats = _g1_batch(gen, codes, layer)                       # (R, K, H, W, C)
-  coef = pmsfc_coefficients(weights, masks, eps)             # (R, K, C)
+  feats = _g1_batch(gen, codes, layer)  # (R, K, H, W, C)
+  coef = pmsfc_coefficients(weights, masks, eps)  # (R, K, C)
   return jnp.einsum('rkhwc,rkc->rhwc', feats, coef)
 
 
-def pmsfc_features(gen: pggan.Generator, codes: Array, weights: Array, masks: Array, layer: int,
-                   eps: float = DEFAULT_WEIGHT_EPS) -> Array:
+def pmsfc_features(
+  gen: pggan.Generator,
+  codes: Array,
+  weights: Array,
+  masks: Array,
+  layer: int,
+  eps: float = DEFAULT_WEIGHT_EPS,
+) -> Array:
   """Eq. 6-7 composed features ``re-order(f^1..f^R)`` = sum_r f^r for a partition: (H, W, C)."""
   feats = _g1_batch(gen, codes, layer)
   coef = pmsfc_coefficients(weights, masks, eps)
   return jnp.einsum('rkhwc,rkc->hwc', feats, coef)
 
 
-def compose(gen: pggan.Generator, codes: Array, weights: Array, masks: Optional[Array], layer: int,
-            method: str, eps: float = DEFAULT_WEIGHT_EPS) -> Array:
+def compose(
+  gen: pggan.Generator,
+  codes: Array,
+  weights: Array,
+  masks: Optional[Array],
+  layer: int,
+  method: str,
+  eps: float = DEFAULT_WEIGHT_EPS,
+) -> Array:
   """Composed layer-``layer`` features of one image for ``method`` in {'pmsfc', 'mganprior'}."""
   if method == 'mganprior':
     return mganprior_features(gen, codes, weights, layer)
@@ -130,8 +149,9 @@ def decode(gen: pggan.Generator, features: Array, layer: int) -> Array:
   return gen.g2(features[None], layer)[0]
 
 
-def check_masks(masks, channels: int | None = None, name: str = 'masks', require_partition: bool = True
-                ) -> np.ndarray:
+def check_masks(
+  masks, channels: int | None = None, name: str = 'masks', require_partition: bool = True
+) -> np.ndarray:
   """Validates subspace masks (R, C) (bool or 0/1) and returns them as a bool numpy array.
 
   ``re-order`` in Eq. 7 assumes the masks partition the C channels (every channel in exactly one
@@ -141,7 +161,9 @@ def check_masks(masks, channels: int | None = None, name: str = 'masks', require
   m = np.asarray(masks)
   if m.ndim != 2 or (channels is not None and m.shape[1] != channels):
     want = 'C' if channels is None else channels
-    raise ValueError(f'{name}: subspace masks must have shape (R, {want}) for this generator layer, got {m.shape}')
+    raise ValueError(
+      f'{name}: subspace masks must have shape (R, {want}) for this generator layer, got {m.shape}'
+    )
   if not np.all((m == 0) | (m == 1)):
     raise ValueError(f'{name}: subspace masks must be binary (bool or 0/1)')
   m = m.astype(bool)
@@ -149,9 +171,11 @@ def check_masks(masks, channels: int | None = None, name: str = 'masks', require
     counts = m.sum(axis=0)
     if not np.all(counts == 1):
       c = int(np.flatnonzero(counts != 1)[0])
-      raise ValueError(f'{name}: subspace masks must partition the {m.shape[1]} channels (each channel in exactly '
-                       f'one subspace); {int(np.sum(counts != 1))} channel(s) are in 0 or several subspaces '
-                       f'(channel {c} is in {int(counts[c])} subspaces)')
+      raise ValueError(
+        f'{name}: subspace masks must partition the {m.shape[1]} channels (each channel in exactly '
+        f'one subspace); {int(np.sum(counts != 1))} channel(s) are in 0 or several subspaces '
+        f'(channel {c} is in {int(counts[c])} subspaces)'
+      )
     sizes = m.sum(axis=1)
     if np.any(sizes == 0):
       raise ValueError(f'{name}: subspace {int(np.flatnonzero(sizes == 0)[0])} is empty')

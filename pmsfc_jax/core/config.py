@@ -52,7 +52,7 @@ class GeneratorSplit:
   """The generator (checkpoint directory or shipped name, e.g. ``'demo'``) and its split layer l."""
 
   generator: str = _file()
-  layer: int = 3   # G = G2 o G1 at layer l (paper: 3, the first 8x8 conv)
+  layer: int = 3  # G = G2 o G1 at layer l (paper: 3, the first 8x8 conv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,9 +67,9 @@ class Method:
   """PmSFC (K codes per subspace) or mGANprior (N codes in total), Eq. 6-7 / Eq. 1."""
 
   name: str = 'pmsfc'
-  num_codes: int = 5          # K per subspace (pmsfc) or N in total (mganprior)
-  init: str = 'normal'        # latent init: 'normal' (N(0, I)) | 'zeros'
-  weight_eps: float = 1e-3    # |sum_k tanh(w_k)| clamp of Eq. 6 (see composition.py)
+  num_codes: int = 5  # K per subspace (pmsfc) or N in total (mganprior)
+  init: str = 'normal'  # latent init: 'normal' (N(0, I)) | 'zeros'
+  weight_eps: float = 1e-3  # |sum_k tanh(w_k)| clamp of Eq. 6 (see composition.py)
 
   def __post_init__(self):
     _one_of(self.name, METHODS, 'method.name')
@@ -81,12 +81,12 @@ class Method:
 class Optim:
   """The optimiser of the codes and weights (paper: Adam lr 1e-4, (0.9, 0.999), 7000 iterations)."""
 
-  optimizer: str = 'adam'     # 'adam' | 'sgd' (mGANprior's GD)
+  optimizer: str = 'adam'  # 'adam' | 'sgd' (mGANprior's GD)
   lr: float = 1e-4
   b1: float = 0.9
   b2: float = 0.999
   eps: float = 1e-8
-  momentum: float = 0.0       # SGD momentum (mGANprior: none)
+  momentum: float = 0.0  # SGD momentum (mGANprior: none)
   iterations: int = 7000
 
   def __post_init__(self):
@@ -117,8 +117,10 @@ class PerceptualConfig:
     if self.resize == 0:
       object.__setattr__(self, 'resize', None)
     check(self.feature_loss in ('l1', 'l2'), f"feature_loss must be 'l1' or 'l2', got {self.feature_loss!r}")
-    check(self.resize is None or (isinstance(self.resize, int) and self.resize >= 1),
-           f'resize must be a positive int or None, got {self.resize!r}')
+    check(
+      self.resize is None or (isinstance(self.resize, int) and self.resize >= 1),
+      f'resize must be a positive int or None, got {self.resize!r}',
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +128,7 @@ class Loss:
   """Eq. 2 / 8: ``pixel_weight * MSE + perceptual_weight * feature_scale * L1(V(x), V(x_hat))``."""
 
   pixel_weight: float = 1.0
-  perceptual_weight: float = 1.0   # mGANprior's vgg_lambda (0.1 for its inpainting)
+  perceptual_weight: float = 1.0  # mGANprior's vgg_lambda (0.1 for its inpainting)
   perceptual: PerceptualConfig = PerceptualConfig()
 
 
@@ -134,12 +136,12 @@ class Loss:
 class Task:
   """The degradation P of Eq. 9 and how inputs are framed."""
 
-  name: str = 'reconstruct'   # 'reconstruct' | 'colorize' | 'super_resolve' | 'inpaint'
-  factor: int = 16            # super_resolve: downsampling factor (paper: 64 -> 1024)
-  downsample: str = 'bilinear'   # 'bilinear' (PyTorch, no anti-aliasing; mGANprior) | 'area'
-  mask: str = _file()         # inpaint: mask PNG (white = hole, mGANprior convention)
-  mask_threshold: float | None = 0.5   # hole if mask value > threshold; None keeps the soft mask
-  crop: str = 'center'        # non-square inputs: 'center' crop | 'pad' with white
+  name: str = 'reconstruct'  # 'reconstruct' | 'colorize' | 'super_resolve' | 'inpaint'
+  factor: int = 16  # super_resolve: downsampling factor (paper: 64 -> 1024)
+  downsample: str = 'bilinear'  # 'bilinear' (PyTorch, no anti-aliasing; mGANprior) | 'area'
+  mask: str = _file()  # inpaint: mask PNG (white = hole, mGANprior convention)
+  mask_threshold: float | None = 0.5  # hole if mask value > threshold; None keeps the soft mask
+  crop: str = 'center'  # non-square inputs: 'center' crop | 'pad' with white
 
   def __post_init__(self):
     check(self.name in TASKS, f'unknown task {self.name!r}; expected one of {", ".join(TASKS)}')
@@ -151,36 +153,39 @@ class Task:
   def unused(self) -> tuple[str, ...]:
     """Settings this task does not read (left out of the fingerprint)."""
     return (() if self.name == 'super_resolve' else ('factor', 'downsample')) + (
-        () if self.name == 'inpaint' else ('mask_threshold',))
+      () if self.name == 'inpaint' else ('mask_threshold',)
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
   """How the batch job runs; nothing here changes an image's result."""
 
-  images: str = ''                 # directory (recursive), glob, list file or one image
+  images: str = ''  # directory (recursive), glob, list file or one image
   output_dir: str = ''
-  batch_size: int = 8              # rounded up to a multiple of the device count
-  checkpoint_every: int = 500      # steps between orbax checkpoints of the batch state (0: never)
-  chunk_size: int = 500            # steps per run_steps call in invert() (jobs checkpoint between chunks)
-  steps_per_call: int = 0          # steps per jitted lax.scan; 0 = auto: 1 on CPU (core/loops.py)
-  num_devices: int = 0             # use only the first N local devices (0: all)
-  num_workers: int = 4             # image decoding threads
-  prefetch_batches: int = 2        # batches decoded ahead
-  log_every_s: float = 30.0        # seconds between progress lines
-  lpips: bool = False              # also compute LPIPS against the target
-  overwrite_config: bool = False   # redo everything when the output directory holds another config
-  retry_failed: bool = False       # retry images whose manifest line is an error
-  distributed: bool = False        # multi-host: jax.distributed.initialize()
-  coordinator_address: str = ''    # host:port of process 0 (default: env / cluster auto-detection)
+  batch_size: int = 8  # rounded up to a multiple of the device count
+  checkpoint_every: int = 500  # steps between orbax checkpoints of the batch state (0: never)
+  chunk_size: int = 500  # steps per run_steps call in invert() (jobs checkpoint between chunks)
+  steps_per_call: int = 0  # steps per jitted lax.scan; 0 = auto: 1 on CPU (core/loops.py)
+  num_devices: int = 0  # use only the first N local devices (0: all)
+  num_workers: int = 4  # image decoding threads
+  prefetch_batches: int = 2  # batches decoded ahead
+  log_every_s: float = 30.0  # seconds between progress lines
+  lpips: bool = False  # also compute LPIPS against the target
+  overwrite_config: bool = False  # redo everything when the output directory holds another config
+  retry_failed: bool = False  # retry images whose manifest line is an error
+  distributed: bool = False  # multi-host: jax.distributed.initialize()
+  coordinator_address: str = ''  # host:port of process 0 (default: env / cluster auto-detection)
   num_processes: int = 0
   process_id: int = -1
 
   def __post_init__(self):
     check(self.batch_size >= 1, f'--batch_size must be >= 1, got {self.batch_size}')
     check(self.checkpoint_every >= 0, f'--checkpoint_every must be >= 0, got {self.checkpoint_every}')
-    check(self.chunk_size >= 0 and self.steps_per_call >= 0,
-           'config.job.chunk_size and config.job.steps_per_call must be >= 0')
+    check(
+      self.chunk_size >= 0 and self.steps_per_call >= 0,
+      'config.job.chunk_size and config.job.steps_per_call must be >= 0',
+    )
 
 
 _JOB_KEYS = tuple(f.name for f in dataclasses.fields(Job))
@@ -191,18 +196,36 @@ class InvertConfig:
   """PmSFC / mGANprior inversion: what to compute (model .. task, seed) and how to run it (job)."""
 
   LEGACY: ClassVar[dict[str, Any]] = {
-      'method': 'method.name', 'task': 'task.name', 'num_codes': 'method.num_codes',
-      'init': 'method.init', 'weight_eps': 'method.weight_eps', 'layer': 'model.layer',
-      'generator': 'model.generator', 'subspaces': 'model.subspaces',
-      'optimizer': 'optim.optimizer', 'lr': 'optim.lr', 'learning_rate': 'optim.lr', 'b1': 'optim.b1',
-      'beta1': 'optim.b1', 'b2': 'optim.b2', 'beta2': 'optim.b2', 'eps': 'optim.eps',
-      'adam_eps': 'optim.eps', 'momentum': 'optim.momentum', 'iterations': 'optim.iterations',
-      'pixel_weight': 'loss.pixel_weight', 'perceptual_weight': 'loss.perceptual_weight',
-      **{f'perceptual.{f.name}': f'loss.perceptual.{f.name}' for f in dataclasses.fields(PerceptualConfig)},
-      'factor': 'task.factor', 'downsample': 'task.downsample', 'mask': 'task.mask',
-      'mask_threshold': 'task.mask_threshold', 'crop': 'task.crop',
-      **{k: f'job.{k}' for k in _JOB_KEYS}, 'force': 'job.overwrite_config',
-      'num_subspaces': Removed('R is fixed by the subspace masks of model.subspaces'),
+    'method': 'method.name',
+    'task': 'task.name',
+    'num_codes': 'method.num_codes',
+    'init': 'method.init',
+    'weight_eps': 'method.weight_eps',
+    'layer': 'model.layer',
+    'generator': 'model.generator',
+    'subspaces': 'model.subspaces',
+    'optimizer': 'optim.optimizer',
+    'lr': 'optim.lr',
+    'learning_rate': 'optim.lr',
+    'b1': 'optim.b1',
+    'beta1': 'optim.b1',
+    'b2': 'optim.b2',
+    'beta2': 'optim.b2',
+    'eps': 'optim.eps',
+    'adam_eps': 'optim.eps',
+    'momentum': 'optim.momentum',
+    'iterations': 'optim.iterations',
+    'pixel_weight': 'loss.pixel_weight',
+    'perceptual_weight': 'loss.perceptual_weight',
+    **{f'perceptual.{f.name}': f'loss.perceptual.{f.name}' for f in dataclasses.fields(PerceptualConfig)},
+    'factor': 'task.factor',
+    'downsample': 'task.downsample',
+    'mask': 'task.mask',
+    'mask_threshold': 'task.mask_threshold',
+    'crop': 'task.crop',
+    **{k: f'job.{k}' for k in _JOB_KEYS},
+    'force': 'job.overwrite_config',
+    'num_subspaces': Removed('R is fixed by the subspace masks of model.subspaces'),
   }
 
   model: Model = Model()
@@ -211,7 +234,7 @@ class InvertConfig:
   loss: Loss = Loss()
   task: Task = Task()
   job: Job = Job()
-  seed: int = 0     # base seed of the per-image keys
+  seed: int = 0  # base seed of the per-image keys
 
 
 # What the public functions accept: the typed config, or a ConfigDict / (nested) mapping parsed by ``parse``.
@@ -243,22 +266,22 @@ class Compare:
   """mGANprior and PmSFC side by side: mGANprior gets N = R * K codes, as many as PmSFC in total."""
 
   methods: tuple[str, ...] = ('mganprior', 'pmsfc')
-  num_codes_pmsfc: int = 5        # K per subspace (paper)
-  num_codes_mganprior: int = 30   # N = R * K (R = 6 subspaces)
+  num_codes_pmsfc: int = 5  # K per subspace (paper)
+  num_codes_mganprior: int = 30  # N = R * K (R = 6 subspaces)
 
 
 @dataclasses.dataclass(frozen=True)
 class Demo:
-  max_images: int = 16                          # of --images
+  max_images: int = 16  # of --images
   generated_seeds: tuple[int, ...] = (0, 1, 2)  # without --images: astronaut + these generated faces
 
 
 @dataclasses.dataclass(frozen=True)
 class Reproduce:
-  first_image: int = 1            # index into the sorted list ([0] is 009000.jpg, a training face)
+  first_image: int = 1  # index into the sorted list ([0] is 009000.jpg, a training face)
   num_images: int = 100
   tasks: tuple[str, ...] = TASKS
-  inpaint_perceptual_weight: float = 0.1   # mGANprior's inpainting script uses vgg lambda 0.1
+  inpaint_perceptual_weight: float = 0.1  # mGANprior's inpainting script uses vgg lambda 0.1
   grid_images: int = 8
 
 
@@ -270,8 +293,12 @@ class DemoConfig(InvertConfig):
   compare: Compare = Compare()
   demo: Demo = Demo()
 
-  LEGACY: ClassVar[dict[str, Any]] = {**InvertConfig.LEGACY, **_COMPARE_LEGACY,
-                                      'max_images': 'demo.max_images', 'generated_seeds': 'demo.generated_seeds'}
+  LEGACY: ClassVar[dict[str, Any]] = {
+    **InvertConfig.LEGACY,
+    **_COMPARE_LEGACY,
+    'max_images': 'demo.max_images',
+    'generated_seeds': 'demo.generated_seeds',
+  }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,8 +306,11 @@ class ReproduceConfig(InvertConfig):
   compare: Compare = Compare()
   reproduce: Reproduce = Reproduce()
 
-  LEGACY: ClassVar[dict[str, Any]] = {**InvertConfig.LEGACY, **_COMPARE_LEGACY,
-                                      **{f.name: f'reproduce.{f.name}' for f in dataclasses.fields(Reproduce)}}
+  LEGACY: ClassVar[dict[str, Any]] = {
+    **InvertConfig.LEGACY,
+    **_COMPARE_LEGACY,
+    **{f.name: f'reproduce.{f.name}' for f in dataclasses.fields(Reproduce)},
+  }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -292,32 +322,33 @@ class SelfExpression:
   """Algorithm 1's hyper-parameters (static: part of the compiled step)."""
 
   iterations: int = 3000
-  batch_size: int = 4        # official code: 4 (a multiple of the number of devices)
+  batch_size: int = 4  # official code: 4 (a multiple of the number of devices)
   lr: float = 1e-4
   b1: float = 0.9
   b2: float = 0.999
   eps: float = 1e-8
-  lam: float = 10.0          # lambda: weight of L_recD (Eq. 5)
-  mu: float = 1.0            # mu: weight of ||S||_1 (Eq. 5)
-  reduction: str = 'mean'    # 'mean' (official) or 'sum' (the paper's norms)
-  init_value: float = 1e-4   # official init of S (off-diagonal; the diagonal is always 0)
+  lam: float = 10.0  # lambda: weight of L_recD (Eq. 5)
+  mu: float = 1.0  # mu: weight of ||S||_1 (Eq. 5)
+  reduction: str = 'mean'  # 'mean' (official) or 'sum' (the paper's norms)
+  init_value: float = 1e-4  # official init of S (off-diagonal; the diagonal is always 0)
 
   def __post_init__(self):
-    check(self.reduction in REDUCTIONS,
-           f'config.reduction must be one of {REDUCTIONS}, got {self.reduction!r}')
+    check(
+      self.reduction in REDUCTIONS, f'config.reduction must be one of {REDUCTIONS}, got {self.reduction!r}'
+    )
     check(self.iterations >= 0, f'config.iterations must be a positive int, got {self.iterations!r}')
     check(self.batch_size >= 1, f'config.batch_size must be a positive int, got {self.batch_size!r}')
 
 
 @dataclasses.dataclass(frozen=True)
 class Clustering:
-  num_subspaces: int = 6           # R
-  affinity: str = 'paper'          # 'paper' ((|S|+|S^T|)/2) or 'dsc' (official post-processing)
-  rho: float = 0.2                 # dsc: fraction of each column's L1 mass kept
-  subspace_dim: int = 6            # dsc: d, the SVD keeps rank d*R+1
-  alpha: float = 2.0               # dsc: power of the affinity
-  self_expressive_matrix: str = _file()   # S.npy: skip training, cluster this matrix
-  matrix_layout: str = 'paper'     # 'official' transposes a matrix saved by the official code (M = S^T)
+  num_subspaces: int = 6  # R
+  affinity: str = 'paper'  # 'paper' ((|S|+|S^T|)/2) or 'dsc' (official post-processing)
+  rho: float = 0.2  # dsc: fraction of each column's L1 mass kept
+  subspace_dim: int = 6  # dsc: d, the SVD keeps rank d*R+1
+  alpha: float = 2.0  # dsc: power of the affinity
+  self_expressive_matrix: str = _file()  # S.npy: skip training, cluster this matrix
+  matrix_layout: str = 'paper'  # 'official' transposes a matrix saved by the official code (M = S^T)
 
   def __post_init__(self):
     _one_of(self.affinity, AFFINITIES, 'cluster.affinity')
@@ -327,11 +358,11 @@ class Clustering:
 @dataclasses.dataclass(frozen=True)
 class DiscoverJob:
   output_dir: str = ''
-  log_every: int = 100             # steps per chunk (one progress line, host sync)
-  steps_per_call: int = 0          # steps per jitted lax.scan; 0 = auto: 1 on CPU (core/loops.py)
-  checkpoint_every: int = 500      # orbax checkpoint of S + Adam state (resume)
+  log_every: int = 100  # steps per chunk (one progress line, host sync)
+  steps_per_call: int = 0  # steps per jitted lax.scan; 0 = auto: 1 on CPU (core/loops.py)
+  checkpoint_every: int = 500  # orbax checkpoint of S + Adam state (resume)
   plots: bool = True
-  exchange_samples: int = 4        # N: exchange grids are N x N
+  exchange_samples: int = 4  # N: exchange grids are N x N
 
   def __post_init__(self):
     check(self.log_every >= 1, f'config.log_every must be a positive int, got {self.log_every!r}')
@@ -342,17 +373,18 @@ class DiscoverConfig:
   """Algorithm 1 on a generator's split layer, then clustering (results); checkpoints and pictures (job)."""
 
   LEGACY: ClassVar[dict[str, Any]] = {
-      'generator': 'model.generator', 'layer': 'model.layer',
-      **{f.name: f'optim.{f.name}' for f in dataclasses.fields(SelfExpression)},
-      **{f.name: f'cluster.{f.name}' for f in dataclasses.fields(Clustering)},
-      **{f.name: f'job.{f.name}' for f in dataclasses.fields(DiscoverJob)},
+    'generator': 'model.generator',
+    'layer': 'model.layer',
+    **{f.name: f'optim.{f.name}' for f in dataclasses.fields(SelfExpression)},
+    **{f.name: f'cluster.{f.name}' for f in dataclasses.fields(Clustering)},
+    **{f.name: f'job.{f.name}' for f in dataclasses.fields(DiscoverJob)},
   }
 
   model: GeneratorSplit = GeneratorSplit()
   optim: SelfExpression = SelfExpression()
   cluster: Clustering = Clustering()
   job: DiscoverJob = DiscoverJob()
-  seed: int = 0     # latents of training, spectral clustering, exchange-grid latents
+  seed: int = 0  # latents of training, spectral clustering, exchange-grid latents
 
 
 DiscoverConfigLike = Union[DiscoverConfig, Mapping[str, Any], Any]

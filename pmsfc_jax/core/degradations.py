@@ -45,9 +45,9 @@ DOWNSAMPLE_METHODS = config.DOWNSAMPLE_METHODS
 
 LUMA = (0.299, 0.587, 0.114)
 # Rows: Y, Cb, Cr (JPEG / PIL full-range BT.601, without the +128 offsets: see the module docstring).
-_RGB_TO_YCBCR = np.array([[0.299, 0.587, 0.114],
-                          [-0.168736, -0.331264, 0.5],
-                          [0.5, -0.418688, -0.081312]], np.float64)
+_RGB_TO_YCBCR = np.array(
+  [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float64
+)
 _YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
 
 
@@ -144,8 +144,9 @@ def apply_known_mask(images: Array, known: Array) -> Array:
 # Task-level helpers used by inversion.py and the batch job.
 
 
-def degrade(images: Array, task: str, *, factor: int = 1, method: str = 'bilinear',
-            known: Optional[Array] = None) -> Array:
+def degrade(
+  images: Array, task: str, *, factor: int = 1, method: str = 'bilinear', known: Optional[Array] = None
+) -> Array:
   """``P(images)`` for ``task`` (NHWC in [-1, 1]); ``known`` is the (B,H,W,1) known-pixel mask."""
   check_task(task)
   if task == 'reconstruct':
@@ -167,8 +168,13 @@ def prepare_target(image_full_res: Array, task: config.Task, known: Optional[Arr
   Use it to make test inputs from ground-truth images or when a job receives undegraded images.
   """
   x = jnp.asarray(image_full_res, jnp.float32)
-  return degrade(x, task.name, factor=task.factor, method=task.downsample,
-                 known=None if known is None else jnp.asarray(known, jnp.float32))
+  return degrade(
+    x,
+    task.name,
+    factor=task.factor,
+    method=task.downsample,
+    known=None if known is None else jnp.asarray(known, jnp.float32),
+  )
 
 
 def deliver(estimate: Array, target: Array, task: str, known: Optional[Array] = None) -> Array:

@@ -27,8 +27,9 @@ from pmsfc_jax.models import pggan
 Array = jax.Array
 
 
-def composed_features(gen: pggan.Generator, codes: Array, weights: Array, masks: Optional[Array],
-                      cfg: config.InvertConfigLike) -> Array:
+def composed_features(
+  gen: pggan.Generator, codes: Array, weights: Array, masks: Optional[Array], cfg: config.InvertConfigLike
+) -> Array:
   """Composed layer features of a batch: (B, H, W, C) (Eq. 1 or Eq. 6-7 per ``cfg.method``)."""
   cfg = inversion.parse(cfg)
   m = inversion.subspace_masks(gen, masks, cfg)
@@ -49,9 +50,14 @@ def exchange_features(features_a: Array, features_b: Array, channel_mask: Array)
   return features_a * (1 - m) + features_b * m
 
 
-def exchange_subspace(gen: pggan.Generator, result: inversion.InversionResult, masks: Array,
-                      cfg: config.InvertConfigLike, subspace: int,
-                      pairs: Optional[Array] = None) -> Array:
+def exchange_subspace(
+  gen: pggan.Generator,
+  result: inversion.InversionResult,
+  masks: Array,
+  cfg: config.InvertConfigLike,
+  subspace: int,
+  pairs: Optional[Array] = None,
+) -> Array:
   """Fig. 4 on inverted images.
 
   Args:
@@ -78,16 +84,24 @@ def exchange_subspace(gen: pggan.Generator, result: inversion.InversionResult, m
   return decode(gen, mixed, cfg.model.layer)
 
 
-def interpolate(gen: pggan.Generator, result: inversion.InversionResult, masks: Optional[Array],
-                cfg: config.InvertConfigLike, i: int, j: int, num_frames: int = 8) -> Array:
+def interpolate(
+  gen: pggan.Generator,
+  result: inversion.InversionResult,
+  masks: Optional[Array],
+  cfg: config.InvertConfigLike,
+  i: int,
+  j: int,
+  num_frames: int = 8,
+) -> Array:
   """Fig. 6: decode ``(1 - t) f_i + t f_j`` for ``t = linspace(0, 1, num_frames)``: (T, H, W, 3)."""
   cfg = inversion.parse(cfg)
   f = composed_features(gen, result.codes, result.weights, masks, cfg)
   return interpolate_features(gen, f[i], f[j], cfg.model.layer, num_frames)
 
 
-def interpolate_features(gen: pggan.Generator, features_a: Array, features_b: Array, layer: int,
-                         num_frames: int = 8) -> Array:
+def interpolate_features(
+  gen: pggan.Generator, features_a: Array, features_b: Array, layer: int, num_frames: int = 8
+) -> Array:
   """Decoded linear path between two feature maps (H, W, C): (T, H', W', 3)."""
   t = jnp.linspace(0.0, 1.0, num_frames, dtype=features_a.dtype)[:, None, None, None]
   return decode(gen, (1 - t) * features_a[None] + t * features_b[None], layer)

@@ -35,10 +35,10 @@ PyTree = Any
 
 @dataclasses.dataclass(frozen=True)
 class Data:
-  folder: str = ''      # aligned CelebA JPEGs (non-commercial terms); presets.py gives the default
+  folder: str = ''  # aligned CelebA JPEGs (non-commercial terms); presets.py gives the default
   first: int = 1
-  last: int = 9000      # 009001-009500 are held out for evaluation
-  cache: bool = True    # decoded uint8 array cached as WORKDIR/data_R.npy
+  last: int = 9000  # 009001-009500 are held out for evaluation
+  cache: bool = True  # decoded uint8 array cached as WORKDIR/data_R.npy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,32 +60,36 @@ class GanOptim:
   eps: float = 1e-8
   r1_gamma: float = 0.1
   r1_every: int = 16
-  ema_half_life_kimg: float = 10.0   # EMA half-life in thousands of images (StyleGAN's ema_kimg)
-  ema_rampup: float = 0.05           # half-life <= rampup * images seen so far (0 disables the ramp-up)
-  flip: bool = True                  # random horizontal flips of the reals
+  ema_half_life_kimg: float = 10.0  # EMA half-life in thousands of images (StyleGAN's ema_kimg)
+  ema_rampup: float = 0.05  # half-life <= rampup * images seen so far (0 disables the ramp-up)
+  flip: bool = True  # random horizontal flips of the reals
 
   def __post_init__(self):
-    config.check(self.batch_size > 0 and self.r1_every > 0,
-           f'batch_size and r1_every must be positive, got {self.batch_size}, {self.r1_every}')
+    config.check(
+      self.batch_size > 0 and self.r1_every > 0,
+      f'batch_size and r1_every must be positive, got {self.batch_size}, {self.r1_every}',
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainJob:
   total_steps: int = 50_000
-  steps_per_call: int = 50    # train steps per call of the train function (one host sync)
+  steps_per_call: int = 50  # train steps per call of the train function (one host sync)
   log_every: int = 100
   sample_every: int = 1000
   checkpoint_every: int = 1000
   keep_checkpoints: int = 3
-  num_samples: int = 64       # fixed-z sample grid (EMA generator)
+  num_samples: int = 64  # fixed-z sample grid (EMA generator)
   sample_seed: int = 0
 
   def __post_init__(self):
     k = self.steps_per_call
     for name in ('total_steps', 'log_every', 'sample_every', 'checkpoint_every'):
       v = getattr(self, name)
-      config.check(k > 0 and v > 0 and v % k == 0,
-             f'config.job.{name}={v} must be a positive multiple of config.job.steps_per_call={k}')
+      config.check(
+        k > 0 and v > 0 and v % k == 0,
+        f'config.job.{name}={v} must be a positive multiple of config.job.steps_per_call={k}',
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,9 +97,12 @@ class TrainConfig:
   """GAN training of the demo generator: data, networks, optimiser (results) and the loop (job)."""
 
   LEGACY: ClassVar[dict[str, Any]] = {
-      'optim.learning_rate': 'optim.lr', 'optim.beta1': 'optim.b1', 'optim.beta2': 'optim.b2',
-      'optim.adam_eps': 'optim.eps', **{f.name: f'job.{f.name}' for f in dataclasses.fields(TrainJob)},
-      **{f'model.{k}': f'model.generator.{k}' for k in ('resolution', 'z_dim', 'fmaps_base', 'fmaps_max')},
+    'optim.learning_rate': 'optim.lr',
+    'optim.beta1': 'optim.b1',
+    'optim.beta2': 'optim.b2',
+    'optim.adam_eps': 'optim.eps',
+    **{f.name: f'job.{f.name}' for f in dataclasses.fields(TrainJob)},
+    **{f'model.{k}': f'model.generator.{k}' for k in ('resolution', 'z_dim', 'fmaps_base', 'fmaps_max')},
   }
 
   data: Data = Data()
@@ -106,36 +113,45 @@ class TrainConfig:
 
   def __post_init__(self):
     b = self.optim.batch_size
-    config.check(b % min(self.model.mbstd_group_size, b) == 0,
-           f'config.optim.batch_size={b} must be divisible by config.model.mbstd_group_size='
-           f'{self.model.mbstd_group_size}')
+    config.check(
+      b % min(self.model.mbstd_group_size, b) == 0,
+      f'config.optim.batch_size={b} must be divisible by config.model.mbstd_group_size='
+      f'{self.model.mbstd_group_size}',
+    )
 
 
 @flax.struct.dataclass
 class TrainState:
-  step: Array        # int32 scalar: optimisation steps done
+  step: Array  # int32 scalar: optimisation steps done
   g_params: PyTree
   d_params: PyTree
-  g_ema: PyTree      # EMA of g_params (Gs): the generator to ship
+  g_ema: PyTree  # EMA of g_params (Gs): the generator to ship
   g_opt: PyTree
   d_opt: PyTree
-  rng: Array         # raw uint32 key data (serialisable)
+  rng: Array  # raw uint32 key data (serialisable)
 
 
 def make_optimizer(hp: GanOptim) -> optax.GradientTransformation:
   return optax.adam(hp.lr, b1=hp.b1, b2=hp.b2, eps=hp.eps)
 
 
-def create_train_state(g_cfg: pggan.GeneratorConfig, d_cfg: disc.DiscriminatorConfig, hp: GanOptim,
-                       seed: int) -> TrainState:
+def create_train_state(
+  g_cfg: pggan.GeneratorConfig, d_cfg: disc.DiscriminatorConfig, hp: GanOptim, seed: int
+) -> TrainState:
   """Fresh networks (N(0,1) equalized-LR weights), Adam states, EMA = G, key from ``seed``."""
   kg, kd, krun = jax.random.split(jax.random.key(seed), 3)
   g_params = pggan.init_params(g_cfg, kg)
   d_params = disc.init_params(d_cfg, kd)
   tx = make_optimizer(hp)
-  return TrainState(step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
-                    g_ema=jax.tree.map(jnp.copy, g_params), g_opt=tx.init(g_params), d_opt=tx.init(d_params),
-                    rng=jax.random.key_data(krun))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    g_params=g_params,
+    d_params=d_params,
+    g_ema=jax.tree.map(jnp.copy, g_params),
+    g_opt=tx.init(g_params),
+    d_opt=tx.init(d_params),
+    rng=jax.random.key_data(krun),
+  )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -182,9 +198,15 @@ def sample_reals(images: Array, key: Array, batch_size: int, flip: bool) -> Arra
 # The train step.
 
 
-def train_step(state: TrainState, images: Array, *, g_cfg: pggan.GeneratorConfig,
-               d_cfg: disc.DiscriminatorConfig, hp: GanOptim, with_r1: bool
-               ) -> tuple[TrainState, dict[str, Array]]:
+def train_step(
+  state: TrainState,
+  images: Array,
+  *,
+  g_cfg: pggan.GeneratorConfig,
+  d_cfg: disc.DiscriminatorConfig,
+  hp: GanOptim,
+  with_r1: bool,
+) -> tuple[TrainState, dict[str, Array]]:
   """One D step (logistic, + R1 if ``with_r1``) then one G step (non-saturating), then the EMA update.
 
   ``images``: the whole uint8 dataset (N, R, R, C), sampled with the state's key. Pure; jit it.
@@ -229,22 +251,31 @@ def train_step(state: TrainState, images: Array, *, g_cfg: pggan.GeneratorConfig
 
   beta = ema_beta(state.step, hp)
   g_ema = jax.tree.map(lambda e, p: p + beta * (e - p), state.g_ema, g_params)
-  new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params, g_ema=g_ema,
-                            g_opt=g_opt, d_opt=d_opt, rng=jax.random.key_data(key))
-  metrics = {'d_loss': d_loss, 'g_loss': g_loss, 'd_real': d_real, 'd_fake': d_fake,
-             'r1': r1}
+  new_state = state.replace(
+    step=state.step + 1,
+    g_params=g_params,
+    d_params=d_params,
+    g_ema=g_ema,
+    g_opt=g_opt,
+    d_opt=d_opt,
+    rng=jax.random.key_data(key),
+  )
+  metrics = {'d_loss': d_loss, 'g_loss': g_loss, 'd_real': d_real, 'd_fake': d_fake, 'r1': r1}
   return new_state, metrics
 
 
 @functools.lru_cache(maxsize=8)
 def _jitted_steps(g_cfg, d_cfg, hp) -> dict[bool, Callable]:
   """{with_r1: jitted train step}, cached so repeated / resumed runs in one process compile once."""
-  return {r1: jax.jit(functools.partial(train_step, g_cfg=g_cfg, d_cfg=d_cfg, hp=hp, with_r1=r1),
-                      donate_argnums=0) for r1 in (False, True)}
+  return {
+    r1: jax.jit(functools.partial(train_step, g_cfg=g_cfg, d_cfg=d_cfg, hp=hp, with_r1=r1), donate_argnums=0)
+    for r1 in (False, True)
+  }
 
 
-def make_train_fn(g_cfg: pggan.GeneratorConfig, d_cfg: disc.DiscriminatorConfig, hp: GanOptim,
-                  num_steps: int) -> Callable[[TrainState, Array], tuple[TrainState, dict[str, Array]]]:
+def make_train_fn(
+  g_cfg: pggan.GeneratorConfig, d_cfg: disc.DiscriminatorConfig, hp: GanOptim, num_steps: int
+) -> Callable[[TrainState, Array], tuple[TrainState, dict[str, Array]]]:
   """A function running ``num_steps`` train steps; metrics stacked (num_steps,).
 
   Two jitted steps (with / without R1, the state donated) are dispatched from Python: step ``s`` uses R1
@@ -271,8 +302,6 @@ def make_train_fn(g_cfg: pggan.GeneratorConfig, d_cfg: disc.DiscriminatorConfig,
 def d_loss_on_batch(d_cfg: disc.DiscriminatorConfig, d_params: PyTree, reals: Array, fakes: Array) -> Array:
   """The logistic D loss on a given batch (for evaluation / tests)."""
   return d_logistic_loss(disc.discriminate(d_cfg, d_params, reals), disc.discriminate(d_cfg, d_params, fakes))
-
-
 
 
 def networks(cfg: TrainConfig) -> tuple[pggan.GeneratorConfig, disc.DiscriminatorConfig]:

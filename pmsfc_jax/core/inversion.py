@@ -65,6 +65,7 @@ class InversionState:
   rng: (B, 2) uint32 raw per-image key data (``jax.random.wrap_key_data``), kept for checkpoints;
   loss_history: (B, iterations) float32, entry t = loss before update t (NaN where not run yet).
   """
+
   codes: Array
   weights: Array
   opt_state: Any
@@ -77,6 +78,7 @@ class InversionState:
 class InversionResult:
   """images: raw G2 output (B,H,W,3); delivered: the task result (see degradations.deliver);
   codes / weights as in :class:`InversionState`; loss_history (B, steps); step (B,)."""
+
   images: Array
   delivered: Array
   codes: Array
@@ -109,8 +111,10 @@ def _known_mask(aux, cfg: config.InvertConfig, batch: int, size: int) -> Optiona
     return None
   known = aux.get('known', aux.get('known_mask')) if isinstance(aux, dict) else aux
   if known is None:
-    raise ValueError("task 'inpaint' needs aux = known-pixel masks (B, H, W, 1) (1 = known, 0 = hole); "
-                     'see io.masks.load_inpainting_mask')
+    raise ValueError(
+      "task 'inpaint' needs aux = known-pixel masks (B, H, W, 1) (1 = known, 0 = hole); "
+      'see io.masks.load_inpainting_mask'
+    )
   k = jnp.asarray(known, jnp.float32)
   if k.ndim == 2:
     k = k[..., None]
@@ -119,8 +123,9 @@ def _known_mask(aux, cfg: config.InvertConfig, batch: int, size: int) -> Optiona
   if k.ndim == 3:
     k = jnp.broadcast_to(k[None], (batch,) + k.shape)
   if k.shape != (batch, size, size, 1):
-    raise ValueError(f'inpainting known-pixel masks must have shape ({batch}, {size}, {size}, 1), '
-                     f'got {tuple(k.shape)}')
+    raise ValueError(
+      f'inpainting known-pixel masks must have shape ({batch}, {size}, {size}, 1), got {tuple(k.shape)}'
+    )
   return k
 
 
@@ -138,10 +143,15 @@ def _check_targets(gen: pggan.Generator, targets, cfg: config.InvertConfig) -> A
   t = jnp.asarray(targets, jnp.float32)
   size = input_size(gen, cfg)
   if t.ndim != 4 or t.shape[1:] != (size, size, 3):
-    what = (f'low-resolution ({gen.config.resolution} / factor {cfg.task.factor})'
-            if cfg.task.name == 'super_resolve' else 'generator')
-    raise ValueError(f'targets must have shape (B, {size}, {size}, 3) (the {what} resolution, task '
-                     f'{cfg.task.name!r}), got {tuple(t.shape)}')
+    what = (
+      f'low-resolution ({gen.config.resolution} / factor {cfg.task.factor})'
+      if cfg.task.name == 'super_resolve'
+      else 'generator'
+    )
+    raise ValueError(
+      f'targets must have shape (B, {size}, {size}, 3) (the {what} resolution, task '
+      f'{cfg.task.name!r}), got {tuple(t.shape)}'
+    )
   return t
 
 
@@ -161,8 +171,15 @@ def subspace_masks(gen: pggan.Generator, masks, cfg: config.InvertConfig) -> Opt
 # Public API.
 
 
-def init_state(gen: pggan.Generator, percep: Optional[objective.Perceptual], targets: Array, masks: Optional[Array],
-               cfg: config.InvertConfigLike, rngs: Any, aux: Any = None) -> InversionState:
+def init_state(
+  gen: pggan.Generator,
+  percep: Optional[objective.Perceptual],
+  targets: Array,
+  masks: Optional[Array],
+  cfg: config.InvertConfigLike,
+  rngs: Any,
+  aux: Any = None,
+) -> InversionState:
   """Initial codes (N(0,I) or zeros from each image's key), weights, optimizer state, empty history.
 
   ``rngs``: (B,) per-image keys (typed or raw (B, 2) uint32), or a single key which is split per image
@@ -179,8 +196,9 @@ def init_state(gen: pggan.Generator, percep: Optional[objective.Perceptual], tar
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2, 3))
-def _init_jit(gcfg: pggan.GeneratorConfig, keys: Array, num_subspaces: Optional[int],
-              cfg: config.InvertConfig) -> InversionState:
+def _init_jit(
+  gcfg: pggan.GeneratorConfig, keys: Array, num_subspaces: Optional[int], cfg: config.InvertConfig
+) -> InversionState:
   channels = pggan.feature_shape(gcfg, cfg.model.layer)[-1]
   k = cfg.method.num_codes
   if cfg.method.name == 'pmsfc':
@@ -197,14 +215,27 @@ def _init_jit(gcfg: pggan.GeneratorConfig, keys: Array, num_subspaces: Optional[
 
   params, opt_state = jax.vmap(one)(keys)
   b = keys.shape[0]
-  return InversionState(codes=params['codes'], weights=params['weights'], opt_state=opt_state,
-                        step=jnp.zeros((b,), jnp.int32), rng=jax.random.key_data(keys),
-                        loss_history=jnp.full((b, cfg.optim.iterations), jnp.nan, jnp.float32))
+  return InversionState(
+    codes=params['codes'],
+    weights=params['weights'],
+    opt_state=opt_state,
+    step=jnp.zeros((b,), jnp.int32),
+    rng=jax.random.key_data(keys),
+    loss_history=jnp.full((b, cfg.optim.iterations), jnp.nan, jnp.float32),
+  )
 
 
-def run_steps(gen: pggan.Generator, percep: Optional[objective.Perceptual], state: InversionState, targets: Array,
-              masks: Optional[Array], cfg: config.InvertConfigLike, num_steps: int, aux: Any = None,
-              callback: Optional[StepCallback] = None) -> InversionState:
+def run_steps(
+  gen: pggan.Generator,
+  percep: Optional[objective.Perceptual],
+  state: InversionState,
+  targets: Array,
+  masks: Optional[Array],
+  cfg: config.InvertConfigLike,
+  num_steps: int,
+  aux: Any = None,
+  callback: Optional[StepCallback] = None,
+) -> InversionState:
   """``num_steps`` optimisation steps of every image. DONATES ``state``'s buffers.
 
   Dispatched ``job.steps_per_call`` steps per jitted call (``loops.steps_per_call``); ``callback(n,
@@ -220,8 +251,10 @@ def run_steps(gen: pggan.Generator, percep: Optional[objective.Perceptual], stat
   if num_steps == 0:
     return state
   if objective.uses_perceptual(cfg) and percep is None:
-    raise ValueError('config.loss.perceptual_weight != 0 needs the perceptual network (percep); '
-                     'pass io.pretrained.load_perceptual(...) or set perceptual_weight=0')
+    raise ValueError(
+      'config.loss.perceptual_weight != 0 needs the perceptual network (percep); '
+      'pass io.pretrained.load_perceptual(...) or set perceptual_weight=0'
+    )
   percep = percep if objective.uses_perceptual(cfg) else None
   x, tfeat = _objective_jit(percep, t, known, cfg)
   per_call = loops.steps_per_call(cfg.job.steps_per_call, num_steps)
@@ -245,15 +278,17 @@ def _objective_jit(percep, targets: Array, known: Optional[Array], cfg: config.I
   return x, tfeat
 
 
-def run_steps_impl(gen, percep, state: InversionState, x, tfeat, masks, known, cfg: config.InvertConfig,
-                   num_steps: int) -> InversionState:
+def run_steps_impl(
+  gen, percep, state: InversionState, x, tfeat, masks, known, cfg: config.InvertConfig, num_steps: int
+) -> InversionState:
   """The traced body of :func:`run_steps`: ``num_steps`` steps on the objective target ``x`` (with its
   features ``tfeat``), one ``lax.scan`` (no loop for a single step; see ``loops.py``)."""
   opt = make_optimizer(cfg)
 
   def one(params, opt_state, step, hist, target, target_features, kn):
-    loss, grads = jax.value_and_grad(objective.objective)(params, gen, percep, masks, target, cfg,
-                                                          target_features, kn)
+    loss, grads = jax.value_and_grad(objective.objective)(
+      params, gen, percep, masks, target, cfg, target_features, kn
+    )
     updates, opt_state = opt.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     hist = hist.at[step].set(loss, mode='drop')
@@ -267,15 +302,22 @@ def run_steps_impl(gen, percep, state: InversionState, x, tfeat, masks, known, c
 
   carry = ({'codes': state.codes, 'weights': state.weights}, state.opt_state, state.step, state.loss_history)
   (params, opt_state, step, hist), _ = loops.scan_steps(body, carry, num_steps)
-  return state.replace(codes=params['codes'], weights=params['weights'], opt_state=opt_state, step=step,
-                       loss_history=hist)
+  return state.replace(
+    codes=params['codes'], weights=params['weights'], opt_state=opt_state, step=step, loss_history=hist
+  )
 
 
 _run_steps_jit = jax.jit(run_steps_impl, static_argnames=('cfg', 'num_steps'), donate_argnums=(2,))
 
 
-def finalize(gen: pggan.Generator, state: InversionState, targets: Array, masks: Optional[Array],
-             cfg: config.InvertConfigLike, aux: Any = None) -> InversionResult:
+def finalize(
+  gen: pggan.Generator,
+  state: InversionState,
+  targets: Array,
+  masks: Optional[Array],
+  cfg: config.InvertConfigLike,
+  aux: Any = None,
+) -> InversionResult:
   """Decode the current codes: raw images, the task's delivered images, codes, weights, history."""
   cfg = parse(cfg)
   t = _check_targets(gen, targets, cfg)
@@ -285,16 +327,31 @@ def finalize(gen: pggan.Generator, state: InversionState, targets: Array, masks:
 
 
 @functools.partial(jax.jit, static_argnums=(5,))
-def _finalize_jit(gen, state: InversionState, targets, masks, known, cfg: config.InvertConfig) -> InversionResult:
+def _finalize_jit(
+  gen, state: InversionState, targets, masks, known, cfg: config.InvertConfig
+) -> InversionResult:
   images = jax.vmap(lambda c, w: objective.estimate(gen, c, w, masks, cfg))(state.codes, state.weights)
   delivered = degradations.deliver(images, targets, cfg.task.name, known)
-  return InversionResult(images=images, delivered=delivered, codes=state.codes, weights=state.weights,
-                         loss_history=state.loss_history, step=state.step)
+  return InversionResult(
+    images=images,
+    delivered=delivered,
+    codes=state.codes,
+    weights=state.weights,
+    loss_history=state.loss_history,
+    step=state.step,
+  )
 
 
-def invert(gen: pggan.Generator, percep: Optional[objective.Perceptual], targets: Array, masks: Optional[Array],
-           cfg: config.InvertConfigLike, rng: Any, aux: Any = None,
-           callback: Optional[StepCallback] = None) -> InversionResult:
+def invert(
+  gen: pggan.Generator,
+  percep: Optional[objective.Perceptual],
+  targets: Array,
+  masks: Optional[Array],
+  cfg: config.InvertConfigLike,
+  rng: Any,
+  aux: Any = None,
+  callback: Optional[StepCallback] = None,
+) -> InversionResult:
   """init_state + ``optim.iterations`` steps in ``job.chunk_size`` chunks + finalize (jittable pieces).
 
   Args:
@@ -318,8 +375,9 @@ def invert(gen: pggan.Generator, percep: Optional[objective.Perceptual], targets
   return finalize(gen, state, targets, masks, cfg, aux)
 
 
-def render(gen: pggan.Generator, codes: Array, weights: Array, masks: Optional[Array],
-           cfg: config.InvertConfigLike) -> Array:
+def render(
+  gen: pggan.Generator, codes: Array, weights: Array, masks: Optional[Array], cfg: config.InvertConfigLike
+) -> Array:
   """Images (B,H,W,3) of a batch of codes/weights (e.g. loaded from a result .npz)."""
   cfg = parse(cfg)
   m = subspace_masks(gen, masks, cfg)

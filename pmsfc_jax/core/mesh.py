@@ -29,7 +29,6 @@ DATA_AXIS = 'data'
 T = TypeVar('T')
 
 
-
 def make_mesh(num_devices: Optional[int] = None, devices: Optional[Sequence[Any]] = None) -> Mesh:
   """A 1-D mesh with axis ``'data'`` over this process's devices (the first ``num_devices`` if given)."""
   devs = list(devices) if devices is not None else list(jax.local_devices())
@@ -39,8 +38,7 @@ def make_mesh(num_devices: Optional[int] = None, devices: Optional[Sequence[Any]
     devs = devs[:num_devices]
   # Auto axis types: the compiler propagates the batch sharding through the vmapped inversion (with
   # Explicit types, vmap would demand that every mapped input carries the same sharding in its type).
-  return jax.make_mesh((len(devs),), (DATA_AXIS,), devices=devs,
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.make_mesh((len(devs),), (DATA_AXIS,), devices=devs, axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -58,8 +56,10 @@ def shard_batch(tree: T, mesh: Mesh) -> T:
   d = mesh.shape[DATA_AXIS]
   for leaf in jax.tree.leaves(tree):
     if np.ndim(leaf) == 0 or np.shape(leaf)[0] % d:
-      raise ValueError(f'batch leaf of shape {np.shape(leaf)} cannot be split over {d} devices; pad the '
-                       f'batch to a multiple of {d} (mesh.padded_size)')
+      raise ValueError(
+        f'batch leaf of shape {np.shape(leaf)} cannot be split over {d} devices; pad the '
+        f'batch to a multiple of {d} (mesh.padded_size)'
+      )
   return jax.device_put(tree, sharding)
 
 
@@ -91,5 +91,3 @@ def pad_batch(x: np.ndarray, size: int) -> np.ndarray:
 def to_host(tree: T) -> T:
   """Device arrays -> numpy (host), for writing results."""
   return jax.tree.map(lambda x: np.asarray(jax.device_get(x)) if isinstance(x, jax.Array) else x, tree)
-
-

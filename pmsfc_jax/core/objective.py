@@ -51,6 +51,7 @@ PerceptualConfig = config.PerceptualConfig
 class Perceptual:
   """The feature extractor V with its weights: ``config`` static, ``params`` pytree leaves
   (``io.pretrained.load_perceptual`` loads the ImageNet VGG16 ones)."""
+
   config: PerceptualConfig
   params: dict
 
@@ -92,11 +93,15 @@ def feature_loss(percep: Perceptual, target_features: Array, estimate_features: 
   return percep.config.feature_scale * jnp.mean(d, axis=tuple(range(1, d.ndim)))
 
 
-def reconstruction_loss(percep: Optional[Perceptual], target: Array, estimate: Array,
-                        target_features: Optional[Array] = None,
-                        pixel_weight: Union[float, Array] = 1.0,
-                        perceptual_weight: Union[float, Array] = 1.0,
-                        pixel_mask: Optional[Array] = None) -> Array:
+def reconstruction_loss(
+  percep: Optional[Perceptual],
+  target: Array,
+  estimate: Array,
+  target_features: Optional[Array] = None,
+  pixel_weight: Union[float, Array] = 1.0,
+  perceptual_weight: Union[float, Array] = 1.0,
+  pixel_mask: Optional[Array] = None,
+) -> Array:
   """Eq. 2: per-image ``pixel_weight * MSE + perceptual_weight * feature_scale * L1(V(x), V(x_hat))``.
 
   Args:
@@ -141,16 +146,26 @@ def objective_target(targets: Array, known: Optional[Array], task: str) -> Array
   return targets
 
 
-def estimate(gen: pggan.Generator, codes: Array, weights: Array, masks: Optional[Array],
-             cfg: config.InvertConfig) -> Array:
+def estimate(
+  gen: pggan.Generator, codes: Array, weights: Array, masks: Optional[Array], cfg: config.InvertConfig
+) -> Array:
   """x_hat = G2(compose(codes, weights)) of ONE image (H, W, 3) (Eq. 1 or Eq. 6-7 per ``cfg.method``)."""
-  feats = composition.compose(gen, codes, weights, masks, cfg.model.layer, cfg.method.name, cfg.method.weight_eps)
+  feats = composition.compose(
+    gen, codes, weights, masks, cfg.model.layer, cfg.method.name, cfg.method.weight_eps
+  )
   return composition.decode(gen, feats, cfg.model.layer)
 
 
-def objective(params: dict, gen: pggan.Generator, percep: Optional[Perceptual], masks: Optional[Array],
-              target: Array, cfg: config.InvertConfig, target_features: Optional[Array] = None,
-              known: Optional[Array] = None) -> Array:
+def objective(
+  params: dict,
+  gen: pggan.Generator,
+  percep: Optional[Perceptual],
+  masks: Optional[Array],
+  target: Array,
+  cfg: config.InvertConfig,
+  target_features: Optional[Array] = None,
+  known: Optional[Array] = None,
+) -> Array:
   """Eq. 9 (Eq. 8 for reconstruction) of ONE image: a scalar, differentiable in ``params``.
 
   Args:
@@ -167,8 +182,11 @@ def objective(params: dict, gen: pggan.Generator, percep: Optional[Perceptual], 
   task = cfg.task
   est = degradations.degrade(x_hat, task.name, factor=task.factor, method=task.downsample, known=k)
   return reconstruction_loss(
-      percep if uses_perceptual(cfg) else None, target[None], est,
-      target_features=None if target_features is None else target_features[None],
-      pixel_weight=cfg.loss.pixel_weight,
-      perceptual_weight=cfg.loss.perceptual_weight if uses_perceptual(cfg) else 0,
-      pixel_mask=k if task.name == 'inpaint' else None)[0]
+    percep if uses_perceptual(cfg) else None,
+    target[None],
+    est,
+    target_features=None if target_features is None else target_features[None],
+    pixel_weight=cfg.loss.pixel_weight,
+    perceptual_weight=cfg.loss.perceptual_weight if uses_perceptual(cfg) else 0,
+    pixel_mask=k if task.name == 'inpaint' else None,
+  )[0]

@@ -38,14 +38,18 @@ SHARED = pathlib.Path(os.environ.get('PMSFC_SHARED', pathlib.Path(__file__).reso
 
 def _replace(cfg: Any, **sections: dict) -> Any:
   """``cfg`` with ``section=dict(field=value)`` applied to each named section."""
-  return dataclasses.replace(cfg, **{k: dataclasses.replace(getattr(cfg, k), **v) for k, v in sections.items()})
+  return dataclasses.replace(
+    cfg, **{k: dataclasses.replace(getattr(cfg, k), **v) for k, v in sections.items()}
+  )
 
 
 def _tokens(arg: str | None) -> list[str]:
   tokens = [t.strip() for t in (arg or '').split(',') if t.strip()]
   unknown = [t for t in tokens if t not in INVERT_PRESETS]
   if unknown:
-    raise ValueError(f'unknown invert config preset(s) {unknown}; expected any of {", ".join(INVERT_PRESETS)}')
+    raise ValueError(
+      f'unknown invert config preset(s) {unknown}; expected any of {", ".join(INVERT_PRESETS)}'
+    )
   return tokens
 
 
@@ -55,20 +59,29 @@ def apply_invert(cfg: Any, arg: str | None) -> Any:
   method = next((t for t in tokens if t in config.METHODS), 'pmsfc')
   task = next((t for t in tokens if t in config.TASKS), 'reconstruct')
   if method == 'mganprior':
-    cfg = _replace(cfg, method=dict(name=method, num_codes=30, init='normal'),
-                   optim=dict(optimizer='sgd', lr=1.0, iterations=3000))
+    cfg = _replace(
+      cfg,
+      method=dict(name=method, num_codes=30, init='normal'),
+      optim=dict(optimizer='sgd', lr=1.0, iterations=3000),
+    )
   else:
-    cfg = _replace(cfg, method=dict(name=method, num_codes=5), optim=dict(optimizer='adam', lr=1e-4, iterations=7000))
+    cfg = _replace(
+      cfg, method=dict(name=method, num_codes=5), optim=dict(optimizer='adam', lr=1e-4, iterations=7000)
+    )
   cfg = _replace(cfg, task=dict(name=task))
   if task == 'inpaint' and method == 'mganprior':
-    cfg = _replace(cfg, loss=dict(perceptual_weight=0.1))   # mGANprior inpainting.py: vgg_lambda 0.1
+    cfg = _replace(cfg, loss=dict(perceptual_weight=0.1))  # mGANprior inpainting.py: vgg_lambda 0.1
   if task == 'super_resolve':
     cfg = _replace(cfg, task=dict(factor=16, downsample='bilinear'))
   if 'fast' in tokens or 'local' in tokens:
     cfg = _replace(cfg, optim=dict(optimizer='adam', lr=0.03, iterations=1000), job=dict(chunk_size=250))
   if 'local' in tokens:
-    cfg = _replace(cfg, optim=dict(iterations=50), job=dict(chunk_size=25, batch_size=2, checkpoint_every=10),
-                   loss=dict(perceptual=dataclasses.replace(cfg.loss.perceptual, resize=None)))
+    cfg = _replace(
+      cfg,
+      optim=dict(iterations=50),
+      job=dict(chunk_size=25, batch_size=2, checkpoint_every=10),
+      loss=dict(perceptual=dataclasses.replace(cfg.loss.perceptual, resize=None)),
+    )
     if task == 'super_resolve':
       cfg = _replace(cfg, task=dict(factor=4))
   return cfg
@@ -95,8 +108,13 @@ def demo(arg: str | None = None) -> config.DemoConfig:
   local = _variant(arg, 'demo ')
   cfg = apply_invert(config.DemoConfig(), 'pmsfc,fast')
   percep = dataclasses.replace(cfg.loss.perceptual, resize=None if local else 64)
-  cfg = _replace(cfg, model=dict(generator='demo', subspaces='demo'), optim=dict(iterations=300, lr=0.03),
-                 loss=dict(perceptual=percep), job=dict(output_dir='demo_out', images='', lpips=not local))
+  cfg = _replace(
+    cfg,
+    model=dict(generator='demo', subspaces='demo'),
+    optim=dict(iterations=300, lr=0.03),
+    loss=dict(perceptual=percep),
+    job=dict(output_dir='demo_out', images='', lpips=not local),
+  )
   if local:
     cfg = _replace(cfg, optim=dict(iterations=8), job=dict(chunk_size=8), demo=dict(generated_seeds=(0,)))
   return cfg
@@ -109,16 +127,23 @@ def reproduce(arg: str | None = None) -> config.ReproduceConfig:
   faces, 2 iterations, for the test suite."""
   local = _variant(arg, 'reproduce ')
   d = demo()
-  cfg = config.ReproduceConfig(**{f.name: getattr(d, f.name) for f in dataclasses.fields(config.InvertConfig)},
-                               compare=d.compare)
-  cfg = _replace(cfg, optim=dict(iterations=150),
-                 loss=dict(perceptual=dataclasses.replace(cfg.loss.perceptual, resize=None)),
-                 task=dict(factor=4, downsample='area', mask='../shared/data/images/masks/mask-2.png'),
-                 job=dict(output_dir='reproduce_out', images='../shared/data/celeba_small/009*.jpg',
-                          batch_size=25))
+  cfg = config.ReproduceConfig(
+    **{f.name: getattr(d, f.name) for f in dataclasses.fields(config.InvertConfig)}, compare=d.compare
+  )
+  cfg = _replace(
+    cfg,
+    optim=dict(iterations=150),
+    loss=dict(perceptual=dataclasses.replace(cfg.loss.perceptual, resize=None)),
+    task=dict(factor=4, downsample='area', mask='../shared/data/images/masks/mask-2.png'),
+    job=dict(output_dir='reproduce_out', images='../shared/data/celeba_small/009*.jpg', batch_size=25),
+  )
   if local:
-    cfg = _replace(cfg, optim=dict(iterations=2), job=dict(batch_size=2, chunk_size=2),
-                   reproduce=dict(num_images=2, grid_images=2))
+    cfg = _replace(
+      cfg,
+      optim=dict(iterations=2),
+      job=dict(batch_size=2, chunk_size=2),
+      reproduce=dict(num_images=2, grid_images=2),
+    )
   return cfg
 
 
@@ -137,6 +162,9 @@ def train_pggan(arg: str | None = None) -> gan.TrainConfig:
   cfg = gan.TrainConfig(data=gan.Data(folder=str(SHARED / 'data' / 'celeba_small')))
   if _variant(arg, ''):
     g = dataclasses.replace(cfg.model.generator, fmaps_base=1024, fmaps_max=64)
-    cfg = _replace(cfg, model=dict(generator=g),
-                   job=dict(total_steps=20_000, steps_per_call=25, sample_every=500, checkpoint_every=500))
+    cfg = _replace(
+      cfg,
+      model=dict(generator=g),
+      job=dict(total_steps=20_000, steps_per_call=25, sample_every=500, checkpoint_every=500),
+    )
   return cfg

@@ -135,7 +135,7 @@ def translate(cls: type, tree: Mapping[str, Any]) -> dict:
   flat = flatten(tree)
   new = {k: translate_key(cls, k) for k in flat}
   out = {k: v for k, v in flat.items() if new[k] == k}
-  out.update({new[k]: v for k, v in flat.items() if new[k] != k})   # Legacy spellings win.
+  out.update({new[k]: v for k, v in flat.items() if new[k] != k})  # Legacy spellings win.
   return unflatten(out)
 
 
@@ -162,8 +162,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return _coerce(value, member, key)
       except ConfigError:
         continue
-    raise ConfigError(f'config.{key} must be {" or ".join(getattr(a, "__name__", str(a)) for a in args)}, '
-                      f'got {value!r}')
+    raise ConfigError(
+      f'config.{key} must be {" or ".join(getattr(a, "__name__", str(a)) for a in args)}, got {value!r}'
+    )
   if origin is tuple:
     if not isinstance(value, (list, tuple)):
       raise ConfigError(f'config.{key} must be a sequence, got {value!r}')
@@ -173,7 +174,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if isinstance(value, (bool, np.bool_)):
       return bool(value)
   elif tp is int:
-    if isinstance(value, (int, np.integer, float, np.floating)) and not isinstance(value, bool) and value == int(value):
+    if (
+      isinstance(value, (int, np.integer, float, np.floating))
+      and not isinstance(value, bool)
+      and value == int(value)
+    ):
       return int(value)
   elif tp is float:
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):

@@ -63,6 +63,7 @@ ChunkCallback = Callable[['DiscoveryState', dict, int], bool]
 @dataclasses.dataclass(frozen=True)
 class GeneratorFeatures:
   """F = G1(z) at ``layer`` with z ~ N(0, I) per key, and decode = G2 (``aux`` is the params pytree)."""
+
   config: pggan.GeneratorConfig
   layer: int
 
@@ -80,6 +81,7 @@ class GeneratorFeatures:
 
 class DiscoveryState(NamedTuple):
   """S (stored with an exactly-zero diagonal), the optax state, and the number of steps done."""
+
   S: Array
   opt_state: Any
   step: Array
@@ -99,7 +101,9 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
   return mesh_lib.make_mesh(devices=jax.devices() if devices is None else devices)
 
 
-def init_state(num_channels: int, hp: config.SelfExpression, mesh: jax.sharding.Mesh | None = None) -> DiscoveryState:
+def init_state(
+  num_channels: int, hp: config.SelfExpression, mesh: jax.sharding.Mesh | None = None
+) -> DiscoveryState:
   """S = init_value off the diagonal, 0 on it (official init: a constant 1e-4), replicated on the mesh."""
   S = jnp.full((num_channels, num_channels), hp.init_value, jnp.float32) * _offdiag(num_channels)
   state = DiscoveryState(S, _optimizer(hp).init(S), jnp.zeros((), jnp.int32))
@@ -108,9 +112,13 @@ def init_state(num_channels: int, hp: config.SelfExpression, mesh: jax.sharding.
   return state
 
 
-def self_expressive_losses(S: Array, features: Array, hp: config.SelfExpression,
-                           decode: Optional[Callable[[Array], Array]] = None,
-                           images: Optional[Array] = None) -> tuple[Array, dict]:
+def self_expressive_losses(
+  S: Array,
+  features: Array,
+  hp: config.SelfExpression,
+  decode: Optional[Callable[[Array], Array]] = None,
+  images: Optional[Array] = None,
+) -> tuple[Array, dict]:
   """Eq. 3-5 for one batch of features (B, H, W, C) -> (total, {rec_f, rec_d, l1, total}).
 
   ``S`` is masked with (1 - I) here, so the diagonal never takes part. ``decode`` is G2 (None or
@@ -118,8 +126,8 @@ def self_expressive_losses(S: Array, features: Array, hp: config.SelfExpression,
   """
   b, c = features.shape[0], features.shape[-1]
   Sm = S * _offdiag(c)
-  flat = features.reshape(b, -1, c)                                   # F(z): (B, HW, C)
-  rec = jnp.einsum('bpc,cd->bpd', flat, Sm)                           # F(z) S
+  flat = features.reshape(b, -1, c)  # F(z): (B, HW, C)
+  rec = jnp.einsum('bpc,cd->bpd', flat, Sm)  # F(z) S
   if hp.reduction == 'mean':
     reduce_sq = lambda x: jnp.mean(jnp.square(x))
     l1 = jnp.mean(jnp.abs(Sm))
@@ -143,8 +151,16 @@ def _batch_keys(base_key: Array, step: Array, batch_size: int) -> Array:
   return jax.vmap(lambda i: jax.random.fold_in(step_key, i))(jnp.arange(batch_size, dtype=jnp.uint32))
 
 
-def _train_chunk_impl(model, aux, state: DiscoveryState, base_key: Array, *, hp: config.SelfExpression, num_steps: int,
-                      mesh: jax.sharding.Mesh | None) -> tuple[DiscoveryState, Array]:
+def _train_chunk_impl(
+  model,
+  aux,
+  state: DiscoveryState,
+  base_key: Array,
+  *,
+  hp: config.SelfExpression,
+  num_steps: int,
+  mesh: jax.sharding.Mesh | None,
+) -> tuple[DiscoveryState, Array]:
   """``num_steps`` Adam steps of Eq. 5 in one lax.scan (no loop for one step: on XLA:CPU convs in loop
   bodies are slow, see loops.py); returns the state and metrics (num_steps, 4)."""
   tx = _optimizer(hp)
@@ -159,25 +175,27 @@ def _train_chunk_impl(model, aux, state: DiscoveryState, base_key: Array, *, hp:
     feats = jax.lax.stop_gradient(model.features(aux, keys))
     if mesh is not None:
       feats = jax.lax.with_sharding_constraint(feats, NamedSharding(mesh, P('data')))
-    (_, terms), grad = jax.value_and_grad(self_expressive_losses, has_aux=True)(
-        st.S, feats, hp, decode)
+    (_, terms), grad = jax.value_and_grad(self_expressive_losses, has_aux=True)(st.S, feats, hp, decode)
     grad = grad * mask
     updates, opt_state = tx.update(grad, st.opt_state, st.S)
-    S = optax.apply_updates(st.S, updates) * mask                      # diag stays exactly 0
+    S = optax.apply_updates(st.S, updates) * mask  # diag stays exactly 0
     return DiscoveryState(S, opt_state, st.step + 1), jnp.stack([terms[k] for k in HISTORY_KEYS])
 
   return loops.scan_steps(body, state, num_steps)
 
 
-train_chunk = jax.jit(_train_chunk_impl, static_argnames=('model', 'hp', 'num_steps', 'mesh'),
-                      donate_argnames=('state',))
+train_chunk = jax.jit(
+  _train_chunk_impl, static_argnames=('model', 'hp', 'num_steps', 'mesh'), donate_argnames=('state',)
+)
 train_chunk.__doc__ = """Jitted :func:`_train_chunk_impl` (state donated)."""
 
 
 def check_mesh(hp: config.SelfExpression, mesh: jax.sharding.Mesh):
   if hp.batch_size % mesh.size:
-    raise ValueError(f'config.batch_size={hp.batch_size} must be a multiple of the number of devices '
-                     f'in the mesh ({mesh.size})')
+    raise ValueError(
+      f'config.batch_size={hp.batch_size} must be a multiple of the number of devices '
+      f'in the mesh ({mesh.size})'
+    )
 
 
 def parse(cfg: config.DiscoverConfigLike) -> config.DiscoverConfig:
@@ -185,9 +203,16 @@ def parse(cfg: config.DiscoverConfigLike) -> config.DiscoverConfig:
   return config.parse(config.DiscoverConfig, cfg)
 
 
-def discover_features(model: Any, aux: Any, cfg: config.DiscoverConfigLike, rng: Array, mesh: jax.sharding.Mesh | None = None,
-                      state: DiscoveryState | None = None, history: dict | None = None,
-                      on_chunk: ChunkCallback | None = None) -> tuple[np.ndarray, dict]:
+def discover_features(
+  model: Any,
+  aux: Any,
+  cfg: config.DiscoverConfigLike,
+  rng: Array,
+  mesh: jax.sharding.Mesh | None = None,
+  state: DiscoveryState | None = None,
+  history: dict | None = None,
+  on_chunk: ChunkCallback | None = None,
+) -> tuple[np.ndarray, dict]:
   """Runs Algorithm 1 for any feature model (``model.features(aux, keys) -> (B,H,W,C)``, optional
   ``model.decode(aux, F)``). Chunks of ``job.log_every`` steps, dispatched ``job.steps_per_call`` steps
   per jitted call (0 = auto: 1 on CPU, the whole chunk in one lax.scan elsewhere; loops.py).
@@ -204,8 +229,9 @@ def discover_features(model: Any, aux: Any, cfg: config.DiscoverConfigLike, rng:
     state = init_state(model.num_channels, hp, mesh)
   else:
     state = jax.device_put(state, NamedSharding(mesh, P()))
-  history = {k: np.asarray(history[k], np.float32) if history else np.zeros((0,), np.float32)
-             for k in HISTORY_KEYS}
+  history = {
+    k: np.asarray(history[k], np.float32) if history else np.zeros((0,), np.float32) for k in HISTORY_KEYS
+  }
   step = int(state.step)
   while step < hp.iterations:
     n = min(cfg.job.log_every, hp.iterations - step)
@@ -241,8 +267,13 @@ def feature_model(gen: pggan.Generator, layer: int) -> GeneratorFeatures:
   return GeneratorFeatures(gen.config, layer)
 
 
-def discover(gen: pggan.Generator, cfg: config.DiscoverConfigLike, rng: Array,
-             mesh: jax.sharding.Mesh | None = None, **kwargs: Any) -> tuple[np.ndarray, dict]:
+def discover(
+  gen: pggan.Generator,
+  cfg: config.DiscoverConfigLike,
+  rng: Array,
+  mesh: jax.sharding.Mesh | None = None,
+  **kwargs: Any,
+) -> tuple[np.ndarray, dict]:
   """Algorithm 1 on a PGGAN: learns S at ``cfg.model.layer`` -> (S (C, C), history). See module doc.
 
   ``cfg``: a DiscoverConfig (``presets.discover()``) or a ConfigDict / dict; ``kwargs``: see

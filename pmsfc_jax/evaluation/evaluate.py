@@ -50,17 +50,21 @@ def list_images(folder) -> list[epath.Path]:
   folder = epath.Path(folder)
   if not folder.is_dir():
     raise FileNotFoundError(f'{folder} is not a directory')
-  return sorted((p for p in folder.iterdir() if p.suffix.lower() in images.IMAGE_EXTENSIONS and not p.is_dir()),
-                key=lambda p: p.name)
+  return sorted(
+    (p for p in folder.iterdir() if p.suffix.lower() in images.IMAGE_EXTENSIONS and not p.is_dir()),
+    key=lambda p: p.name,
+  )
 
 
 def _matches(stem: str, cand_stem: str) -> bool:
-  return cand_stem == stem or (cand_stem.startswith(stem) and len(cand_stem) > len(stem)
-                               and cand_stem[len(stem)] in SEPARATORS)
+  return cand_stem == stem or (
+    cand_stem.startswith(stem) and len(cand_stem) > len(stem) and cand_stem[len(stem)] in SEPARATORS
+  )
 
 
-def pair_files(references: Sequence[epath.Path], candidates: Sequence[epath.Path]
-               ) -> tuple[list[Pair], list[epath.Path]]:
+def pair_files(
+  references: Sequence[epath.Path], candidates: Sequence[epath.Path]
+) -> tuple[list[Pair], list[epath.Path]]:
   """Applies the pairing rule; returns (pairs in reference order, unmatched candidates)."""
   stems = {}
   for r in references:
@@ -118,16 +122,24 @@ def load_pair(pair: Pair, resize: bool) -> Optional[tuple[np.ndarray, np.ndarray
   if cand.shape != ref.shape:
     if not resize:
       raise SizeMismatchError(
-          f'size mismatch: reference {os.fspath(pair.reference)} is {ref.shape[1]}x{ref.shape[0]} but '
-          f'candidate {os.fspath(pair.candidate)} is {cand.shape[1]}x{cand.shape[0]} (pass --resize to '
-          'resize candidates to the reference size)')
+        f'size mismatch: reference {os.fspath(pair.reference)} is {ref.shape[1]}x{ref.shape[0]} but '
+        f'candidate {os.fspath(pair.candidate)} is {cand.shape[1]}x{cand.shape[0]} (pass --resize to '
+        'resize candidates to the reference size)'
+      )
     cand = _resize_to(cand, ref.shape[:2])
     pair.resized = True
   return ref, cand
 
 
-def evaluate(reference_dir, candidate_dir, names: Sequence[str], resize: bool = False, batch_size: int = 16,
-             niqe_model=None, log_every_s: float = 30.0) -> tuple[list[Pair], list[epath.Path]]:
+def evaluate(
+  reference_dir,
+  candidate_dir,
+  names: Sequence[str],
+  resize: bool = False,
+  batch_size: int = 16,
+  niqe_model=None,
+  log_every_s: float = 30.0,
+) -> tuple[list[Pair], list[epath.Path]]:
   """Pairs the folders and computes ``names`` per pair (values filled into each ``Pair``)."""
   unknown = [n for n in names if n not in metrics.METRICS]
   if unknown:
@@ -149,7 +161,7 @@ def evaluate(reference_dir, candidate_dir, names: Sequence[str], resize: bool = 
   report = progress.Progress(len(loaded), 'evaluated', 'pairs', log_every_s)
   for shape, items in groups.items():
     for i in range(0, len(items), batch_size):
-      chunk = items[i:i + batch_size]
+      chunk = items[i : i + batch_size]
       ref = np.stack([im[0] for _, im in chunk])
       cand = np.stack([im[1] for _, im in chunk])
       vals = metrics.compute([n for n in names if n != 'niqe'], ref, cand, signed=True)
@@ -177,9 +189,18 @@ def mean_row(pairs: Sequence[Pair], names: Sequence[str]) -> dict[str, Optional[
 
 def to_csv(pairs: Sequence[Pair], names: Sequence[str]) -> str:
   """One row per reference image plus a final ``mean`` row (over the evaluated pairs)."""
-  rows = [[p.reference.name, p.candidate.name if p.candidate else '', p.size[1] if p.size else '',
-           p.size[0] if p.size else '', int(p.resized), p.status] + [p.values.get(n) for n in names]
-          for p in pairs]
+  rows = [
+    [
+      p.reference.name,
+      p.candidate.name if p.candidate else '',
+      p.size[1] if p.size else '',
+      p.size[0] if p.size else '',
+      int(p.resized),
+      p.status,
+    ]
+    + [p.values.get(n) for n in names]
+    for p in pairs
+  ]
   ok = sum(1 for p in pairs if p.values)
   rows.append(['mean', f'{ok} pairs', '', '', '', ''] + list(mean_row(pairs, names).values()))
   return tables.csv_text(['reference', 'candidate', 'width', 'height', 'resized', 'status', *names], rows)
@@ -195,16 +216,24 @@ def to_markdown(pairs: Sequence[Pair], names: Sequence[str], max_rows: int = 50)
   return tables.markdown(['image', *names], rows)
 
 
-def run(reference_dir: str, candidate_dir: str, output: str, metrics_names: Sequence[str] = ('psnr', 'ssim',
-        'lpips_vgg'), resize: bool = False, batch_size: int = 16, niqe_model: Optional[str] = None,
-        max_table_rows: int = 50) -> int:
+def run(
+  reference_dir: str,
+  candidate_dir: str,
+  output: str,
+  metrics_names: Sequence[str] = ('psnr', 'ssim', 'lpips_vgg'),
+  resize: bool = False,
+  batch_size: int = 16,
+  niqe_model: Optional[str] = None,
+  max_table_rows: int = 50,
+) -> int:
   """``launch.evaluate``: evaluates, writes the CSV, prints the markdown table and the problems.
 
   Returns the exit status: 0, or 1 on an error (printed as one line)."""
   names = [m.strip() for m in metrics_names if m.strip()]
   try:
-    pairs, unmatched = evaluate(reference_dir, candidate_dir, names, resize=resize, batch_size=batch_size,
-                                niqe_model=niqe_model)
+    pairs, unmatched = evaluate(
+      reference_dir, candidate_dir, names, resize=resize, batch_size=batch_size, niqe_model=niqe_model
+    )
   except (SizeMismatchError, ValueError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

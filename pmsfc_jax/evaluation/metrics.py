@@ -36,8 +36,14 @@ from pmsfc_jax.models import lpips as lpips_model
 Array = jax.Array
 
 METRICS = ('psnr', 'ssim', 'lpips_vgg', 'lpips_alex', 'auc', 'niqe')
-HIGHER_IS_BETTER = {'psnr': True, 'ssim': True, 'lpips_vgg': False, 'lpips_alex': False, 'auc': True,
-                    'niqe': False}
+HIGHER_IS_BETTER = {
+  'psnr': True,
+  'ssim': True,
+  'lpips_vgg': False,
+  'lpips_alex': False,
+  'auc': True,
+  'niqe': False,
+}
 
 
 def to_unit(x: Array) -> Array:
@@ -85,6 +91,7 @@ def _lpips_params(net: str):
 @dataclasses.dataclass
 class LpipsModel:
   """An LPIPS network with its weights (``net`` static, ``params`` pytree leaves): pass to ``lpips``."""
+
   net: str
   params: dict
 
@@ -120,26 +127,30 @@ _lpips_distance = jax.jit(lpips_model.lpips_distance, static_argnums=3)
 # CIELAB and colorization AuC.
 
 # sRGB (D65) -> XYZ, IEC 61966-2-1 primaries; D65 2-degree white point as scikit-image uses.
-_RGB_TO_XYZ = np.array([[0.412453, 0.357580, 0.180423],
-                        [0.212671, 0.715160, 0.072169],
-                        [0.019334, 0.119193, 0.950227]], np.float32)
+_RGB_TO_XYZ = np.array(
+  [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]], np.float32
+)
 _D65 = np.array([0.95047, 1.0, 1.08883], np.float32)
 
 
 def rgb_to_lab(rgb: Array) -> Array:
   """sRGB in [0, 1] (..., 3) -> CIELAB (L in [0, 100], a, b) under D65."""
   rgb = jnp.asarray(rgb, jnp.float32)
-  lin = jnp.where(rgb > 0.04045, jnp.power(jnp.maximum(rgb, 0.04045) * (1 / 1.055) + 0.055 / 1.055, 2.4),
-                  rgb / 12.92)
+  lin = jnp.where(
+    rgb > 0.04045, jnp.power(jnp.maximum(rgb, 0.04045) * (1 / 1.055) + 0.055 / 1.055, 2.4), rgb / 12.92
+  )
   xyz = lin @ jnp.asarray(_RGB_TO_XYZ.T) / jnp.asarray(_D65)
   eps = (6.0 / 29.0) ** 3
-  f = jnp.where(xyz > eps, jnp.cbrt(jnp.maximum(xyz, eps)), xyz * (1.0 / (3 * (6.0 / 29.0) ** 2)) + 4.0 / 29.0)
+  f = jnp.where(
+    xyz > eps, jnp.cbrt(jnp.maximum(xyz, eps)), xyz * (1.0 / (3 * (6.0 / 29.0) ** 2)) + 4.0 / 29.0
+  )
   fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
   return jnp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
 
 
-def colorization_auc(reference: Array, candidate: Array, max_threshold: float = 150.0,
-                     num_thresholds: int = 151) -> Array:
+def colorization_auc(
+  reference: Array, candidate: Array, max_threshold: float = 150.0, num_thresholds: int = 151
+) -> Array:
   """Zhang et al. 2016 AuC, in percent (0..100), for RGB images in [0, 1]; (B,).
 
   Per pixel ``d = ||ab_ref - ab_cand||_2``; ``acc(t) = mean_pixels [d <= t]`` at t = 0, 1, ..., 150;
@@ -163,8 +174,13 @@ _ssim_jit = jax.jit(ssim)
 _auc_jit = jax.jit(colorization_auc)
 
 
-def compute(names: Sequence[str], reference: Optional[Array], candidate: Array, signed: bool = False,
-            niqe_model: Union[niqe_lib.NiqeModel, str, None] = None) -> dict[str, np.ndarray]:
+def compute(
+  names: Sequence[str],
+  reference: Optional[Array],
+  candidate: Array,
+  signed: bool = False,
+  niqe_model: Union[niqe_lib.NiqeModel, str, None] = None,
+) -> dict[str, np.ndarray]:
   """Several metrics at once: ``{name: (B,) values}``; ``signed=True`` for [-1, 1] inputs."""
   unknown = [n for n in names if n not in METRICS]
   if unknown:
@@ -179,8 +195,12 @@ def compute(names: Sequence[str], reference: Optional[Array], candidate: Array, 
       continue
     if ref is None:
       raise ValueError(f'metric {n} needs a reference image')
-    fn = {'psnr': _psnr_jit, 'ssim': _ssim_jit, 'auc': _auc_jit,
-          'lpips_vgg': functools.partial(lpips, net='vgg'),
-          'lpips_alex': functools.partial(lpips, net='alex')}[n]
+    fn = {
+      'psnr': _psnr_jit,
+      'ssim': _ssim_jit,
+      'auc': _auc_jit,
+      'lpips_vgg': functools.partial(lpips, net='vgg'),
+      'lpips_alex': functools.partial(lpips, net='alex'),
+    }[n]
     out[n] = np.asarray(fn(ref, cand))
   return out

@@ -31,8 +31,9 @@ def matlab_rgb2gray(rgb_uint8: np.ndarray) -> np.ndarray:
 def _cubic(x: np.ndarray) -> np.ndarray:
   ax = np.abs(x)
   ax2, ax3 = ax * ax, ax * ax * ax
-  return ((1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1) +
-          (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2)))
+  return (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * (
+    (ax > 1) & (ax <= 2)
+  )
 
 
 def _matlab_resize_weights(in_len: int, out_len: int, scale: float):
@@ -68,7 +69,7 @@ def matlab_imresize(img: np.ndarray, scale: float) -> np.ndarray:
 
 def _gaussian_window(size: int = 7, sigma: float = 7.0 / 6.0) -> np.ndarray:
   r = (size - 1) / 2
-  y, x = np.mgrid[-r:r + 1, -r:r + 1]
+  y, x = np.mgrid[-r : r + 1, -r : r + 1]
   g = np.exp(-(x * x + y * y) / (2 * sigma * sigma))
   return g / g.sum()
 
@@ -88,8 +89,8 @@ def estimate_aggd(vec: np.ndarray) -> tuple[float, float, float]:
   left = np.sqrt(np.mean(vec[vec < 0] ** 2))
   right = np.sqrt(np.mean(vec[vec > 0] ** 2))
   gammahat = left / right
-  rhat = np.mean(np.abs(vec)) ** 2 / np.mean(vec ** 2)
-  rhatnorm = rhat * (gammahat ** 3 + 1) * (gammahat + 1) / (gammahat ** 2 + 1) ** 2
+  rhat = np.mean(np.abs(vec)) ** 2 / np.mean(vec**2)
+  rhatnorm = rhat * (gammahat**3 + 1) * (gammahat + 1) / (gammahat**2 + 1) ** 2
   alpha = _GAM[np.argmin((_R_GAM - rhatnorm) ** 2)]
   ratio = np.sqrt(scipy.special.gamma(1 / alpha) / scipy.special.gamma(3 / alpha))
   return alpha, left * ratio, right * ratio
@@ -113,7 +114,7 @@ def niqe_features(gray: np.ndarray, block: int = NIQE_BLOCK) -> np.ndarray:
   rows, cols = h // block, w // block
   if rows * cols < 2:
     raise ValueError(f'NIQE needs at least two {block}x{block} blocks (e.g. 96x192 pixels), got {h}x{w}')
-  im = gray[:rows * block, :cols * block].astype(np.float64)
+  im = gray[: rows * block, : cols * block].astype(np.float64)
   window = _gaussian_window()
   feats = []
   for scale in (1, 2):
@@ -121,8 +122,15 @@ def niqe_features(gray: np.ndarray, block: int = NIQE_BLOCK) -> np.ndarray:
     sigma = np.sqrt(np.abs(scipy.ndimage.correlate(im * im, window, mode='nearest') - mu * mu))
     mscn = (im - mu) / (sigma + 1)
     b = block // scale
-    feats.append(np.stack([_block_features(mscn[r * b:(r + 1) * b, c * b:(c + 1) * b])
-                           for c in range(cols) for r in range(rows)]))
+    feats.append(
+      np.stack(
+        [
+          _block_features(mscn[r * b : (r + 1) * b, c * b : (c + 1) * b])
+          for c in range(cols)
+          for r in range(rows)
+        ]
+      )
+    )
     if scale == 1:
       im = matlab_imresize(im, 0.5)
   return np.concatenate(feats, axis=1)
@@ -136,8 +144,9 @@ class NiqeModel:
     self.cov = np.asarray(cov, np.float64)
     self.source = source
     if self.mu.shape != (36,) or self.cov.shape != (36, 36):
-      raise ValueError(f'{source}: NIQE model must have mu (36,) and cov (36, 36), got '
-                       f'{self.mu.shape} and {self.cov.shape}')
+      raise ValueError(
+        f'{source}: NIQE model must have mu (36,) and cov (36, 36), got {self.mu.shape} and {self.cov.shape}'
+      )
 
 
 BASICSR_PACKAGE = 'basicsr'
@@ -166,9 +175,10 @@ def load_niqe_model(source: Optional[str] = None) -> NiqeModel:
       source = os.fspath(pretrained.find_package_file(BASICSR_PACKAGE, BASICSR_PARAMS, 'basicsr'))
     except pretrained.MissingDataFileError:
       raise pretrained.MissingDataFileError(
-          'NIQE needs the standard pristine model of the MATLAB release: pass the path of its '
-          "modelparameters.mat (or of BasicSR's basicsr/metrics/niqe_pris_params.npz), set "
-          f'${NIQE_MODEL_ENV}, or install basicsr') from None
+        'NIQE needs the standard pristine model of the MATLAB release: pass the path of its '
+        "modelparameters.mat (or of BasicSR's basicsr/metrics/niqe_pris_params.npz), set "
+        f'${NIQE_MODEL_ENV}, or install basicsr'
+      ) from None
   path = epath.Path(source)
   if not path.is_file():
     raise FileNotFoundError(f'NIQE model file {source} does not exist')

@@ -28,8 +28,14 @@ GENERATOR_KIND = 'pggan_generator'
 ASSETS_DIR = epath.Path(__file__).parent.parent / 'assets'
 
 
-def checkpoint_manager(directory: str | os.PathLike, *, max_to_keep: int, item_names: Optional[Sequence[str]] = None,
-                       process: Optional[tuple[int, int]] = None, async_: bool = False) -> ocp.CheckpointManager:
+def checkpoint_manager(
+  directory: str | os.PathLike,
+  *,
+  max_to_keep: int,
+  item_names: Optional[Sequence[str]] = None,
+  process: Optional[tuple[int, int]] = None,
+  async_: bool = False,
+) -> ocp.CheckpointManager:
   """An orbax ``CheckpointManager`` in ``directory`` (created), stale temporary steps cleaned up.
 
   ``process=(index, count)`` makes the checkpoints process-local (each host saves its own, with no
@@ -40,39 +46,55 @@ def checkpoint_manager(directory: str | os.PathLike, *, max_to_keep: int, item_n
   mp = ocp.options.MultiprocessingOptions()
   if process is not None and process[1] > 1:
     index = process[0]
-    mp = ocp.options.MultiprocessingOptions(primary_host=index, active_processes={index},
-                                            barrier_sync_key_prefix=f'pmsfc_p{index}')
+    mp = ocp.options.MultiprocessingOptions(
+      primary_host=index, active_processes={index}, barrier_sync_key_prefix=f'pmsfc_p{index}'
+    )
   if process is not None:
-    directory.mkdir(parents=True, exist_ok=True)   # (orbax refuses create=True with active_processes)
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=process is None,
-                                         enable_async_checkpointing=async_, cleanup_tmp_directories=True,
-                                         multiprocessing_options=mp)
+    directory.mkdir(parents=True, exist_ok=True)  # (orbax refuses create=True with active_processes)
+  options = ocp.CheckpointManagerOptions(
+    max_to_keep=max_to_keep,
+    create=process is None,
+    enable_async_checkpointing=async_,
+    cleanup_tmp_directories=True,
+    multiprocessing_options=mp,
+  )
   return ocp.CheckpointManager(files.absolute(directory), item_names=item_names, options=options)
 
 
-def save_args(trees: Optional[Mapping[str, Any]] = None, json: Optional[Mapping[str, Any]] = None) -> ocp.args.Composite:
+def save_args(
+  trees: Optional[Mapping[str, Any]] = None, json: Optional[Mapping[str, Any]] = None
+) -> ocp.args.Composite:
   """Composite save arguments: pytrees (StandardSave) and JSON items."""
-  return ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in (trees or {}).items()},
-                            **{k: ocp.args.JsonSave(v) for k, v in (json or {}).items()})
+  return ocp.args.Composite(
+    **{k: ocp.args.StandardSave(v) for k, v in (trees or {}).items()},
+    **{k: ocp.args.JsonSave(v) for k, v in (json or {}).items()},
+  )
 
 
 def restore_args(trees: Optional[Mapping[str, Any]] = None, json: Sequence[str] = ()) -> ocp.args.Composite:
   """Composite restore arguments: pytrees (into the given template, or as saved for None) and JSON."""
-  return ocp.args.Composite(**{k: ocp.args.StandardRestore(v) for k, v in (trees or {}).items()},
-                            **{k: ocp.args.JsonRestore() for k in json})
+  return ocp.args.Composite(
+    **{k: ocp.args.StandardRestore(v) for k, v in (trees or {}).items()},
+    **{k: ocp.args.JsonRestore() for k in json},
+  )
 
 
-def save_tree(path: str | os.PathLike, *, trees: Optional[Mapping[str, Any]] = None,
-              json: Optional[Mapping[str, Any]] = None,
-              force: bool = False) -> epath.Path:
+def save_tree(
+  path: str | os.PathLike,
+  *,
+  trees: Optional[Mapping[str, Any]] = None,
+  json: Optional[Mapping[str, Any]] = None,
+  force: bool = False,
+) -> epath.Path:
   """One composite checkpoint at ``path`` (atomic; every process takes part, the primary one writes)."""
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
     ckptr.save(files.absolute(path), args=save_args(trees, json), force=force)
   return epath.Path(path)
 
 
-def restore_tree(path: str | os.PathLike, *, trees: Optional[Mapping[str, Any]] = None,
-                 json: Sequence[str] = ()) -> dict:
+def restore_tree(
+  path: str | os.PathLike, *, trees: Optional[Mapping[str, Any]] = None, json: Sequence[str] = ()
+) -> dict:
   """The named items of the composite checkpoint at ``path``."""
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
     return dict(ckptr.restore(files.absolute(path), args=restore_args(trees, json)))
@@ -91,19 +113,28 @@ def resolve_asset(name_or_path: str | os.PathLike, kind: str = 'generator') -> e
   return epath.Path(s)
 
 
-def save_generator(path: str | os.PathLike, config: pggan.GeneratorConfig, params: Any,
-                   meta: dict | None = None, force: bool = False) -> epath.Path:
+def save_generator(
+  path: str | os.PathLike,
+  config: pggan.GeneratorConfig,
+  params: Any,
+  meta: dict | None = None,
+  force: bool = False,
+) -> epath.Path:
   """Writes ``params`` + ``config`` as one orbax checkpoint at ``path`` (atomic; process 0 writes)."""
   _check_params(config, params, os.fspath(path))
   blob = {'kind': GENERATOR_KIND, 'config': config.to_dict(), 'meta': meta or {}}
-  return save_tree(path, trees={'params': jax.tree.map(np.asarray, params)}, json={'config': blob}, force=force)
+  return save_tree(
+    path, trees={'params': jax.tree.map(np.asarray, params)}, json={'config': blob}, force=force
+  )
 
 
 def _checkpoint_dir(path: str | os.PathLike) -> epath.Path:
   path = resolve_asset(path)
   if not (path / 'config').exists():
-    raise FileNotFoundError(f'{path} is not a generator checkpoint: missing {path / "config"} '
-                            '(convert a TF pickle or .pth with `python -m launch.convert` first)')
+    raise FileNotFoundError(
+      f'{path} is not a generator checkpoint: missing {path / "config"} '
+      '(convert a TF pickle or .pth with `python -m launch.convert` first)'
+    )
   return path
 
 
@@ -131,8 +162,10 @@ def load_generator(path: str | os.PathLike) -> pggan.Generator:
 def _check_params(config: pggan.GeneratorConfig, params: Any, where: str):
   """Fails naming the first missing / extra / misshaped key against ``config``'s layout."""
   expected = pggan.param_shapes(config)
-  got = {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(np.shape(leaf))
-         for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  got = {
+    '/'.join(str(getattr(k, 'key', k)) for k in path): tuple(np.shape(leaf))
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+  }
   missing = sorted(set(expected) - set(got))
   extra = sorted(set(got) - set(expected))
   if missing:

@@ -19,8 +19,9 @@ from pmsfc_jax.io import files
 from pmsfc_jax.io import images
 
 
-def numbered_paths(folder: str | os.PathLike, first: int, last: int, pattern: str = '{:06d}.jpg'
-                   ) -> list[epath.Path]:
+def numbered_paths(
+  folder: str | os.PathLike, first: int, last: int, pattern: str = '{:06d}.jpg'
+) -> list[epath.Path]:
   """``folder/000001.jpg .. folder/NNNNNN.jpg`` (inclusive); fails naming the first missing file."""
   folder = epath.Path(folder)
   if first < 1 or last < first:
@@ -32,8 +33,9 @@ def numbered_paths(folder: str | os.PathLike, first: int, last: int, pattern: st
   return paths
 
 
-def load_images(paths: Sequence[str | os.PathLike], size: int,
-                cache: str | os.PathLike | None = None) -> np.ndarray:
+def load_images(
+  paths: Sequence[str | os.PathLike], size: int, cache: str | os.PathLike | None = None
+) -> np.ndarray:
   """Decodes ``paths`` to a uint8 array (N, size, size, 3); reuses / writes ``cache`` (.npy) if given.
 
   The cache is used only when its sidecar ``<cache>.json`` matches the request (size, count, first and

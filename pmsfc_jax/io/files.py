@@ -19,7 +19,7 @@ import numpy as np
 from etils import epath
 
 TMP_MARKER = '.tmp-'
-TRASH_PREFIX = '.trash-'   # folders being removed (remove_tree), left behind only by a kill
+TRASH_PREFIX = '.trash-'  # folders being removed (remove_tree), left behind only by a kill
 
 
 def is_local(path: str | os.PathLike) -> bool:

@@ -36,8 +36,20 @@ from pmsfc_jax.io import files
 BACKGROUND = (255, 255, 255)
 # The image file name extensions (case-insensitive): what ``listing.list_inputs`` picks up in a directory
 # and what ``evaluation.evaluate`` pairs.
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm',
-                    '.pnm', '.pbm')
+IMAGE_EXTENSIONS = (
+  '.png',
+  '.jpg',
+  '.jpeg',
+  '.bmp',
+  '.gif',
+  '.tif',
+  '.tiff',
+  '.webp',
+  '.ppm',
+  '.pgm',
+  '.pnm',
+  '.pbm',
+)
 
 
 class ImageDecodeError(ValueError):
@@ -102,8 +114,11 @@ def _check_bomb(img: Image.Image, path) -> None:
   limit = Image.MAX_IMAGE_PIXELS
   w, h = img.size
   if limit is not None and w * h > limit:
-    raise ImageDecodeError(path, f'refused as a decompression bomb: {w}x{h} = {w * h} pixels exceeds '
-                           f'PIL.Image.MAX_IMAGE_PIXELS = {limit}')
+    raise ImageDecodeError(
+      path,
+      f'refused as a decompression bomb: {w}x{h} = {w * h} pixels exceeds '
+      f'PIL.Image.MAX_IMAGE_PIXELS = {limit}',
+    )
   if w <= 0 or h <= 0:
     raise ImageDecodeError(path, f'image has an empty size {w}x{h}')
 
@@ -192,5 +207,5 @@ def make_grid(images: np.ndarray, ncols: int, pad: int = 2) -> np.ndarray:
   grid = np.ones((nrows * (h + pad) - pad, ncols * (w + pad) - pad, c), images.dtype)
   for i in range(n):
     r, col = divmod(i, ncols)
-    grid[r * (h + pad):r * (h + pad) + h, col * (w + pad):col * (w + pad) + w] = images[i]
+    grid[r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w] = images[i]
   return grid

@@ -31,6 +31,7 @@ from pmsfc_jax.io import images
 @dataclasses.dataclass(frozen=True)
 class InputItem:
   """One input image: ``path`` to read, ``name`` (its identity: relative path), output ``stem``."""
+
   path: str
   name: str
   stem: str
@@ -54,7 +55,7 @@ def _assign_stems(pairs: Sequence[tuple[str, str]]) -> list[InputItem]:
   """(path, name) pairs -> items with unique stems (see the module docstring), sorted by name."""
   by_name: dict[str, str] = {}
   for path, name in pairs:
-    by_name.setdefault(name, path)      # The same name listed twice is one image.
+    by_name.setdefault(name, path)  # The same name listed twice is one image.
   names = sorted(by_name)
   stems = [_name_stem(n) for n in names]
   counts = collections.Counter(s.lower() for s in stems)  # Case-insensitive file systems too.
@@ -63,7 +64,7 @@ def _assign_stems(pairs: Sequence[tuple[str, str]]) -> list[InputItem]:
     if counts[stem.lower()] > 1:
       stem = f'{stem}-{hashlib.sha256(name.encode()).hexdigest()[:8]}'
     items.append(InputItem(path=by_name[name], name=name, stem=stem))
-  if len({i.stem.lower() for i in items}) != len(items):   # Pathological: hashed stems collide too.
+  if len({i.stem.lower() for i in items}) != len(items):  # Pathological: hashed stems collide too.
     raise ValueError('could not give every input a unique output stem; rename the inputs')
   return items
 
@@ -107,7 +108,7 @@ def list_inputs(spec: str, exclude: Optional[str] = None) -> list[InputItem]:
     for m in matches:
       if epath.Path(m).is_dir() or not keep(m):
         continue
-      pairs.append((m, os.path.relpath(m, base) if '://' not in m else m[len(base):].lstrip('/')))
+      pairs.append((m, os.path.relpath(m, base) if '://' not in m else m[len(base) :].lstrip('/')))
     if not pairs:
       raise FileNotFoundError(f'--images={spec!r}: the glob matches no files')
   else:
@@ -117,8 +118,9 @@ def list_inputs(spec: str, exclude: Optional[str] = None) -> list[InputItem]:
         if p.suffix.lower() in images.IMAGE_EXTENSIONS and keep(os.fspath(p)):
           pairs.append((os.fspath(p), rel))
       if not pairs:
-        raise FileNotFoundError(f'--images={spec!r}: the directory holds no files with an image extension '
-                                f'{images.IMAGE_EXTENSIONS}')
+        raise FileNotFoundError(
+          f'--images={spec!r}: the directory holds no files with an image extension {images.IMAGE_EXTENSIONS}'
+        )
     elif root.is_file() and root.suffix.lower() in images.IMAGE_EXTENSIONS:
       pairs.append((spec, root.name))
     elif root.is_file():
@@ -143,8 +145,7 @@ def list_inputs(spec: str, exclude: Optional[str] = None) -> list[InputItem]:
 
 def image_keys(seed: int, names: Sequence[str]) -> np.ndarray:
   """(B, 2) uint32 raw keys: ``fold_in(key(seed), uint32(sha256(name)[:4]))`` per image."""
-  h = np.array([int.from_bytes(hashlib.sha256(n.encode()).digest()[:4], 'little') for n in names],
-               np.uint32)
+  h = np.array([int.from_bytes(hashlib.sha256(n.encode()).digest()[:4], 'little') for n in names], np.uint32)
   base = jax.random.key(int(seed))
   keys = jax.vmap(lambda x: jax.random.fold_in(base, x))(jnp.asarray(h))
   return np.asarray(jax.random.key_data(keys))

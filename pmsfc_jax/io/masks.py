@@ -10,8 +10,9 @@ from etils import epath
 from PIL import Image
 
 
-def load_inpainting_mask(path: str | os.PathLike, size: Optional[int] = None,
-                         threshold: Optional[float] = 0.5) -> np.ndarray:
+def load_inpainting_mask(
+  path: str | os.PathLike, size: Optional[int] = None, threshold: Optional[float] = 0.5
+) -> np.ndarray:
   """Read an mGANprior mask PNG (white = hole) and return the KNOWN-pixel mask (H, W, 1) float32.
 
   RGB(A) and L/LA/P images are accepted: the hole value is the RGB mean in [0, 1] (an alpha channel is

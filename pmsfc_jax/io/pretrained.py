@@ -52,8 +52,14 @@ class MissingDataFileError(FileNotFoundError):
 # The globals an ndarray pickle needs, under numpy 1 and numpy 2 module names.
 NUMPY_GLOBALS: dict[tuple[str, str], Any] = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype}
 for _mod in ('numpy.core.multiarray', 'numpy._core.multiarray'):
-  NUMPY_GLOBALS.update({(_mod, '_reconstruct'): _np_multiarray._reconstruct, (_mod, 'scalar'): _np_multiarray.scalar,
-                        (_mod, 'ndarray'): np.ndarray, (_mod, 'dtype'): np.dtype})
+  NUMPY_GLOBALS.update(
+    {
+      (_mod, '_reconstruct'): _np_multiarray._reconstruct,
+      (_mod, 'scalar'): _np_multiarray.scalar,
+      (_mod, 'ndarray'): np.ndarray,
+      (_mod, 'dtype'): np.dtype,
+    }
+  )
 for _mod in ('numpy.core.numeric', 'numpy._core.numeric'):
   NUMPY_GLOBALS[(_mod, '_frombuffer')] = _np_numeric._frombuffer
 del _mod
@@ -66,8 +72,15 @@ class RestrictedUnpickler(pickle.Unpickler):
   ``pickle.Unpickler`` (Python 2 pickles need ``'latin1'``).
   """
 
-  def __init__(self, file, allowed: Mapping[tuple[str, str], Any] = NUMPY_GLOBALS, *, source: str = '<pickle>',
-               admitted: str = 'numpy arrays', encoding: str = 'ASCII'):
+  def __init__(
+    self,
+    file,
+    allowed: Mapping[tuple[str, str], Any] = NUMPY_GLOBALS,
+    *,
+    source: str = '<pickle>',
+    admitted: str = 'numpy arrays',
+    encoding: str = 'ASCII',
+  ):
     super().__init__(file, encoding=encoding)
     self.allowed = allowed
     self.source = source
@@ -77,15 +90,18 @@ class RestrictedUnpickler(pickle.Unpickler):
     try:
       return self.allowed[(module, name)]
     except KeyError:
-      raise UnsafePickleError(f'{self.source}: refused to load global {module}.{name}: only {self.admitted} '
-                              'are admitted (nothing was executed)') from None
+      raise UnsafePickleError(
+        f'{self.source}: refused to load global {module}.{name}: only {self.admitted} '
+        'are admitted (nothing was executed)'
+      ) from None
 
   def persistent_load(self, pid):
     raise UnsafePickleError(f'{self.source}: persistent id {pid!r} refused')
 
 
-def restricted_loads(data: bytes, source: str = '<bytes>', unpickler: Callable[..., pickle.Unpickler] =
-                     RestrictedUnpickler) -> Any:
+def restricted_loads(
+  data: bytes, source: str = '<bytes>', unpickler: Callable[..., pickle.Unpickler] = RestrictedUnpickler
+) -> Any:
   """Unpickles ``data`` with ``unpickler``; corrupt streams raise ``pickle.UnpicklingError`` naming it."""
   try:
     return unpickler(io.BytesIO(data), source=source).load()
@@ -146,7 +162,8 @@ def find_package_file(package: str, relpath: str, distribution: str | None = Non
           return candidate
   hint = f'pip install {distribution}' if distribution else f'install {package}'
   raise MissingDataFileError(
-      f'data file {package}/{relpath} not found (tried: {tried or "no installed package"}); {hint}')
+    f'data file {package}/{relpath} not found (tried: {tried or "no installed package"}); {hint}'
+  )
 
 
 def lpips_checkpoint_path(net: str) -> epath.Path:
@@ -176,7 +193,10 @@ def load_vgg16_params(layer: str = 'relu5_3', dtype=jnp.float32) -> dict:
     ch = vgg.CHANNELS[vgg.RELU_LAYERS[i]]
     if conv['kernel'].shape[-1] != ch or conv['kernel'].shape[:2] != (3, 3):
       raise ValueError(f'vgg16.ckpt Conv_{i}: unexpected kernel shape {conv["kernel"].shape}')
-    params[f'Conv_{i}'] = {'kernel': jnp.asarray(conv['kernel'], dtype), 'bias': jnp.asarray(conv['bias'], dtype)}
+    params[f'Conv_{i}'] = {
+      'kernel': jnp.asarray(conv['kernel'], dtype),
+      'bias': jnp.asarray(conv['bias'], dtype),
+    }
   return params
 
 
@@ -191,8 +211,9 @@ def load_lpips_params(net: str = 'vgg', dtype=jnp.float32) -> dict:
   for k, ch in enumerate(lpips.CHANNELS[net]):
     shape = ckpt[f'NetLinLayer_{k}']['Conv_0']['kernel'].shape
     if shape != (1, 1, ch, 1):
-      raise ValueError(f'{lpips.CHECKPOINTS[net]}.ckpt NetLinLayer_{k}: kernel shape {shape}, expected '
-                       f'(1, 1, {ch}, 1)')
+      raise ValueError(
+        f'{lpips.CHECKPOINTS[net]}.ckpt NetLinLayer_{k}: kernel shape {shape}, expected (1, 1, {ch}, 1)'
+      )
   return jax.tree.map(lambda a: jnp.asarray(a, dtype), {k: ckpt[k] for k in expected})
 
 

@@ -38,14 +38,24 @@ class Progress:
   ``bar``: draw a tqdm bar (default: when stderr is a terminal).
   """
 
-  def __init__(self, total: int, what: str, unit: str = 'steps', log_every_s: float = 30.0, done: int = 0,
-               bar: Optional[bool] = None):
+  def __init__(
+    self,
+    total: int,
+    what: str,
+    unit: str = 'steps',
+    log_every_s: float = 30.0,
+    done: int = 0,
+    bar: Optional[bool] = None,
+  ):
     self.total, self.what, self.unit, self.log_every_s = int(total), what, unit, float(log_every_s)
     self.done = self._start = int(done)
     self._t0 = self._last = time.perf_counter()
     use_bar = sys.stderr.isatty() if bar is None else bar
-    self._bar = tqdm.tqdm(total=self.total, initial=self.done, desc=what, unit=unit, leave=False,
-                          dynamic_ncols=True) if use_bar else None
+    self._bar = (
+      tqdm.tqdm(total=self.total, initial=self.done, desc=what, unit=unit, leave=False, dynamic_ncols=True)
+      if use_bar
+      else None
+    )
 
   @property
   def rate(self) -> float:
@@ -70,9 +80,17 @@ class Progress:
       return
     rate = self.rate
     eta = (self.total - self.done) / rate if rate > 0 else float('inf')
-    logging.info('%s %d/%d %s| %.1f %s/s, ETA %s%s', self.what, self.done, self.total,
-                 '' if self.unit == 'steps' else f'{self.unit} ', rate, self.unit, fmt_duration(eta),
-                 f' | {info}' if info else '')
+    logging.info(
+      '%s %d/%d %s| %.1f %s/s, ETA %s%s',
+      self.what,
+      self.done,
+      self.total,
+      '' if self.unit == 'steps' else f'{self.unit} ',
+      rate,
+      self.unit,
+      fmt_duration(eta),
+      f' | {info}' if info else '',
+    )
 
   def close(self) -> None:
     if self._bar is not None:

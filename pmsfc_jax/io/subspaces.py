@@ -27,9 +27,10 @@ FORMAT_VERSION = 1
 @dataclasses.dataclass(frozen=True)
 class Subspaces:
   """A partition of the channels of ``layer`` into R subspaces (paper's m = {m_1..m_R}, Eq. 6)."""
-  masks: np.ndarray            # (R, C) bool
-  labels: np.ndarray           # (C,) int, masks[labels[c], c] is True
-  S: Optional[np.ndarray]      # (C, C) float32 (paper layout), None if not stored
+
+  masks: np.ndarray  # (R, C) bool
+  labels: np.ndarray  # (C,) int, masks[labels[c], c] is True
+  S: Optional[np.ndarray]  # (C, C) float32 (paper layout), None if not stored
   layer: int
   meta: dict = dataclasses.field(default_factory=dict)
 
@@ -42,7 +43,9 @@ class Subspaces:
     return self.masks.shape[1]
 
 
-def load_matrix(path: str | os.PathLike, num_channels: int | None = None, layout: str = 'paper') -> np.ndarray:
+def load_matrix(
+  path: str | os.PathLike, num_channels: int | None = None, layout: str = 'paper'
+) -> np.ndarray:
   """Reads S from ``.npy`` (never unpickles), validates it, zeroes its diagonal.
 
   ``layout='official'`` transposes a matrix saved by the official PyTorch code (``F_rec = M F``).
@@ -56,13 +59,26 @@ def load_matrix(path: str | os.PathLike, num_channels: int | None = None, layout
   return clustering.zero_diagonal(S).astype(np.float32)
 
 
-def write_subspaces(out_dir: str | os.PathLike, S: np.ndarray, labels: np.ndarray, num_subspaces: int,
-                    layer: int, history: dict | None = None, meta: dict | None = None) -> epath.Path:
+def write_subspaces(
+  out_dir: str | os.PathLike,
+  S: np.ndarray,
+  labels: np.ndarray,
+  num_subspaces: int,
+  layer: int,
+  history: dict | None = None,
+  meta: dict | None = None,
+) -> epath.Path:
   """Writes the subspace folder (see the module docstring). Call on every process; process 0 writes."""
   out_dir = epath.Path(out_dir)
   masks = composition.check_masks(clustering.masks_from_labels(labels, num_subspaces))
-  info = {'format_version': FORMAT_VERSION, 'layer': int(layer), 'num_subspaces': int(num_subspaces),
-          'channels': int(masks.shape[1]), 'sizes': [int(x) for x in masks.sum(axis=1)], **(meta or {})}
+  info = {
+    'format_version': FORMAT_VERSION,
+    'layer': int(layer),
+    'num_subspaces': int(num_subspaces),
+    'channels': int(masks.shape[1]),
+    'sizes': [int(x) for x in masks.sum(axis=1)],
+    **(meta or {}),
+  }
   history = {k: np.asarray(v, np.float32) for k, v in (history or {}).items()}
   arrays = {'S': np.asarray(S, np.float32), 'masks': masks, 'labels': np.asarray(labels, np.int32)}
   if jax.process_index() == 0:
@@ -85,8 +101,9 @@ def load_subspaces(dir_or_name: str | os.PathLike) -> Subspaces:
   path = checkpoints.resolve_asset(dir_or_name, 'subspaces')
   info_path = path / 'subspaces.json'
   if not info_path.exists():
-    raise FileNotFoundError(f'{path} is not a subspace directory: missing {info_path} '
-                            '(create one with `python -m launch.discover`)')
+    raise FileNotFoundError(
+      f'{path} is not a subspace directory: missing {info_path} (create one with `python -m launch.discover`)'
+    )
   try:
     info = json.loads(info_path.read_text())
   except json.JSONDecodeError as e:
@@ -94,8 +111,9 @@ def load_subspaces(dir_or_name: str | os.PathLike) -> Subspaces:
   for key in ('layer', 'num_subspaces', 'channels'):
     if key not in info:
       raise ValueError(f'{info_path}: missing key {key!r}')
-  masks, labels, S = (files.load_npy(path / n) if (path / n).exists() else None
-                      for n in ('masks.npy', 'labels.npy', 'S.npy'))
+  masks, labels, S = (
+    files.load_npy(path / n) if (path / n).exists() else None for n in ('masks.npy', 'labels.npy', 'S.npy')
+  )
   if masks is None and (path / 'result').exists():
     tree = checkpoints.restore_tree(path / 'result', trees={'arrays': None})['arrays']
     masks, labels, S = (np.asarray(tree['masks']), np.asarray(tree['labels']), np.asarray(tree['S']))
@@ -103,8 +121,9 @@ def load_subspaces(dir_or_name: str | os.PathLike) -> Subspaces:
     raise FileNotFoundError(f'{path}: missing masks.npy (and no orbax result/ checkpoint)')
   masks = composition.check_masks(masks, int(info['channels']), name=str(path / 'masks.npy'))
   if masks.shape[0] != int(info['num_subspaces']):
-    raise ValueError(f'{path}: masks.npy has {masks.shape[0]} subspaces, subspaces.json says '
-                     f'{info["num_subspaces"]}')
+    raise ValueError(
+      f'{path}: masks.npy has {masks.shape[0]} subspaces, subspaces.json says {info["num_subspaces"]}'
+    )
   derived = np.argmax(masks, axis=0)
   if labels is None:
     labels = derived
@@ -112,5 +131,4 @@ def load_subspaces(dir_or_name: str | os.PathLike) -> Subspaces:
     raise ValueError(f'{path}: labels.npy does not match masks.npy')
   if S is not None:
     S = clustering.check_matrix(S, masks.shape[1], name=str(path / 'S.npy')).astype(np.float32)
-  return Subspaces(masks=masks, labels=np.asarray(labels, np.int64), S=S, layer=int(info['layer']),
-                   meta=info)
+  return Subspaces(masks=masks, labels=np.asarray(labels, np.int64), S=S, layer=int(info['layer']), meta=info)

@@ -25,9 +25,16 @@ def with_method(cfg: config.DemoConfig | config.ReproduceConfig, method: str) ->
   return dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, name=method, num_codes=n))
 
 
-def compare_methods(gen, masks: np.ndarray, percep: Optional[objective.Perceptual], targets: np.ndarray,
-                    cfg: config.DemoConfig | config.ReproduceConfig, keys: np.ndarray, aux=None,
-                    log_every_s: Optional[float] = None) -> dict[str, Any]:
+def compare_methods(
+  gen,
+  masks: np.ndarray,
+  percep: Optional[objective.Perceptual],
+  targets: np.ndarray,
+  cfg: config.DemoConfig | config.ReproduceConfig,
+  keys: np.ndarray,
+  aux=None,
+  log_every_s: Optional[float] = None,
+) -> dict[str, Any]:
   """Inverts ``targets`` with every method in ``cfg.compare.methods`` (:func:`with_method`).
 
   Returns ``{method: InversionResult (host numpy)}`` plus ``seconds``. Same per-image keys for both.
@@ -38,15 +45,29 @@ def compare_methods(gen, masks: np.ndarray, percep: Optional[objective.Perceptua
   for method in cfg.compare.methods:
     mcfg = with_method(cfg, method)
     t0 = time.time()
-    with progress.Progress(len(targets) * mcfg.optim.iterations, method, 'images*steps', log_every_s) as report:
-      res = inversion.invert(gen, percep, targets, None if method == 'mganprior' else masks, mcfg,
-                             jnp.asarray(keys), aux,
-                             callback=lambda n, st: report.update(n * len(targets), wait_for=st.step))
+    with progress.Progress(
+      len(targets) * mcfg.optim.iterations, method, 'images*steps', log_every_s
+    ) as report:
+      res = inversion.invert(
+        gen,
+        percep,
+        targets,
+        None if method == 'mganprior' else masks,
+        mcfg,
+        jnp.asarray(keys),
+        aux,
+        callback=lambda n, st: report.update(n * len(targets), wait_for=st.step),
+      )
       res = jax.tree.map(np.asarray, res)
     out['seconds'][method] = time.time() - t0
     out[method] = res
-    logging.info('%s: %d images x %d steps in %.1f s', method, len(targets), mcfg.optim.iterations,
-                 out['seconds'][method])
+    logging.info(
+      '%s: %d images x %d steps in %.1f s',
+      method,
+      len(targets),
+      mcfg.optim.iterations,
+      out['seconds'][method],
+    )
   return out
 
 

@@ -53,7 +53,7 @@ def demo_targets(gen, cfg: config.DemoConfig) -> tuple[list[str], np.ndarray]:
   """Names and (B, R, R, 3) targets: the user's images, or astronaut + generated faces."""
   res = gen.config.resolution
   if cfg.job.images:
-    items = listing.list_inputs(cfg.job.images, exclude=cfg.job.output_dir)[:cfg.demo.max_images]
+    items = listing.list_inputs(cfg.job.images, exclude=cfg.job.output_dir)[: cfg.demo.max_images]
     names, images = [], []
     for it in items:
       try:
@@ -80,8 +80,10 @@ def load_models(cfg: config.InvertConfig, subspaces: bool = True):
   gen = checkpoints.load_generator(cfg.model.generator)
   sub = subspaces_lib.load_subspaces(cfg.model.subspaces) if subspaces else None
   if sub is not None and sub.layer != cfg.model.layer:
-    raise ValueError(f'--subspaces={cfg.model.subspaces!r} were discovered at layer {sub.layer}, '
-                     f'but the inversion config uses layer {cfg.model.layer}')
+    raise ValueError(
+      f'--subspaces={cfg.model.subspaces!r} were discovered at layer {sub.layer}, '
+      f'but the inversion config uses layer {cfg.model.layer}'
+    )
   percep = pretrained.load_perceptual(cfg.loss.perceptual) if cfg.loss.perceptual_weight else None
   return gen, sub, percep
 
@@ -94,17 +96,28 @@ def run(cfg: Any) -> dict:
   gen, sub, percep = load_models(cfg)
   names, targets = demo_targets(gen, cfg)
   keys = listing.image_keys(cfg.seed, names)
-  logging.info('demo: %d images at %dx%d, %d iterations per method', len(names),
-               gen.config.resolution, gen.config.resolution, cfg.optim.iterations)
+  logging.info(
+    'demo: %d images at %dx%d, %d iterations per method',
+    len(names),
+    gen.config.resolution,
+    gen.config.resolution,
+    cfg.optim.iterations,
+  )
   runs = compare.compare_methods(gen, sub.masks, percep, targets, cfg, keys)
   lpips_net = metrics.load_lpips('vgg') if cfg.job.lpips else None
   methods = cfg.compare.methods
   per_method = {m: compare.image_metrics(targets, runs[m].delivered, lpips_net) for m in methods}
   rows = []
   for i, name in enumerate(names):
-    rows.append({'image': name, **{f'{m} {k}': float(v[i]) for m in methods for k, v in per_method[m].items()}})
-  rows.append({'image': '**mean**',
-               **{f'{m} {k}': float(np.mean(v)) for m in methods for k, v in per_method[m].items()}})
+    rows.append(
+      {'image': name, **{f'{m} {k}': float(v[i]) for m in methods for k, v in per_method[m].items()}}
+    )
+  rows.append(
+    {
+      'image': '**mean**',
+      **{f'{m} {k}': float(np.mean(v)) for m in methods for k, v in per_method[m].items()},
+    }
+  )
   columns = ['image'] + [f'{m} {k}' for m in methods for k in per_method[methods[0]]]
   table = tables.markdown(columns, [[r.get(c, '') for c in columns] for r in rows]) + '\n'
   # Grid: target | mGANprior | PmSFC, one row per image, upscaled for viewing.
@@ -114,11 +127,18 @@ def run(cfg: Any) -> dict:
   scale = max(1, 128 // gen.config.resolution)
   grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
   images_lib.save_image(out / 'demo_grid.png', grid)
-  summary = {'images': names, 'iterations': cfg.optim.iterations, 'seconds': runs['seconds'],
-             'rows': rows, 'config': config.to_dict(cfg)}
+  summary = {
+    'images': names,
+    'iterations': cfg.optim.iterations,
+    'seconds': runs['seconds'],
+    'rows': rows,
+    'config': config.to_dict(cfg),
+  }
   files.write_json(out / 'metrics.json', summary)
-  header = (f'Demo: {len(names)} images, {cfg.optim.iterations} iterations per method '
-            f'(columns: target | {" | ".join(methods)} in demo_grid.png)\n\n')
+  header = (
+    f'Demo: {len(names)} images, {cfg.optim.iterations} iterations per method '
+    f'(columns: target | {" | ".join(methods)} in demo_grid.png)\n\n'
+  )
   files.atomic_write_bytes(out / 'metrics.md', (header + table).encode())
   print(header + table)
   print(f'wrote {out / "demo_grid.png"}, {out / "metrics.md"}, {out / "metrics.json"}')

@@ -39,8 +39,13 @@ def _run_config(cfg: config.DiscoverConfig) -> dict:
   return run_cfg
 
 
-def train(gen: pggan.Generator, cfg: Any, workdir: str | os.PathLike, rng: jax.Array | None = None,
-          mesh: jax.sharding.Mesh | None = None) -> tuple[np.ndarray, dict]:
+def train(
+  gen: pggan.Generator,
+  cfg: Any,
+  workdir: str | os.PathLike,
+  rng: jax.Array | None = None,
+  mesh: jax.sharding.Mesh | None = None,
+) -> tuple[np.ndarray, dict]:
   """Algorithm 1 with orbax checkpoints in ``workdir/checkpoints`` (see the module docstring)."""
   cfg = se.parse(cfg)
   hp = cfg.optim
@@ -55,17 +60,22 @@ def train(gen: pggan.Generator, cfg: Any, workdir: str | os.PathLike, rng: jax.A
   latest = mngr.latest_step()
   if latest is not None:
     template = se.init_state(model.num_channels, hp, mesh)
-    restored = mngr.restore(latest, args=checkpoints.restore_args(trees={'state': template, 'history': None},
-                                                                  json=['config']))
+    restored = mngr.restore(
+      latest, args=checkpoints.restore_args(trees={'state': template, 'history': None}, json=['config'])
+    )
     saved = restored['config']
     diff = {k: (saved.get(k), v) for k, v in run_cfg.items() if saved.get(k) != v}
     if diff:
-      raise ValueError(f'{ckpt_dir}: cannot resume, the config differs from the checkpointed run '
-                       f'(key: (saved, now)): {diff}. Use a new --output_dir.')
+      raise ValueError(
+        f'{ckpt_dir}: cannot resume, the config differs from the checkpointed run '
+        f'(key: (saved, now)): {diff}. Use a new --output_dir.'
+      )
     state = se.DiscoveryState(*restored['state'])
     if int(state.step) > hp.iterations:
-      raise ValueError(f'{ckpt_dir}: the checkpoint is at step {int(state.step)}, past '
-                       f'--iterations={hp.iterations}; use a new --output_dir or more iterations')
+      raise ValueError(
+        f'{ckpt_dir}: the checkpoint is at step {int(state.step)}, past '
+        f'--iterations={hp.iterations}; use a new --output_dir or more iterations'
+      )
     history = {k: np.asarray(v) for k, v in restored['history'].items()}
     logging.info('resuming subspace discovery from step %d (%s)', int(state.step), ckpt_dir)
 
@@ -77,16 +87,23 @@ def train(gen: pggan.Generator, cfg: Any, workdir: str | os.PathLike, rng: jax.A
     s = int(st.step)
     if s == last_saved and latest == s:
       return
-    mngr.save(s, args=checkpoints.save_args(
-        trees={'state': st, 'history': {k: np.asarray(v) for k, v in hist.items()}}, json={'config': run_cfg}),
-              force=True)
+    mngr.save(
+      s,
+      args=checkpoints.save_args(
+        trees={'state': st, 'history': {k: np.asarray(v) for k, v in hist.items()}}, json={'config': run_cfg}
+      ),
+      force=True,
+    )
     last_saved = s
 
   with preemption.Preemption() as preempt:
 
     def on_chunk(st, hist, n):
-      report.update(n, info=f'L_recF {hist["rec_f"][-1]:.6g}  L_recD {hist["rec_d"][-1]:.6g}  '
-                            f'L1 {hist["l1"][-1]:.6g}  total {hist["total"][-1]:.6g}')
+      report.update(
+        n,
+        info=f'L_recF {hist["rec_f"][-1]:.6g}  L_recD {hist["rec_d"][-1]:.6g}  '
+        f'L1 {hist["l1"][-1]:.6g}  total {hist["total"][-1]:.6g}',
+      )
       s = int(st.step)
       if preempt.requested or s >= hp.iterations or s - last_saved >= cfg.job.checkpoint_every:
         save(st, hist)
@@ -96,8 +113,9 @@ def train(gen: pggan.Generator, cfg: Any, workdir: str | os.PathLike, rng: jax.A
       if latest is not None and int(state.step) >= hp.iterations:
         S = np.asarray(state.S, np.float32)
       else:
-        S, history = se.discover_features(model, gen.params, cfg, rng, mesh, state=state, history=history,
-                                          on_chunk=on_chunk)
+        S, history = se.discover_features(
+          model, gen.params, cfg, rng, mesh, state=state, history=history, on_chunk=on_chunk
+        )
       mngr.wait_until_finished()
     finally:
       mngr.close()
@@ -107,7 +125,7 @@ def train(gen: pggan.Generator, cfg: Any, workdir: str | os.PathLike, rng: jax.A
     raise SystemExit(exit_codes.PREEMPTED)
   if history is None:
     history = {k: np.zeros((0,), np.float32) for k in se.HISTORY_KEYS}
-  return S, {k: np.asarray(v)[:hp.iterations] for k, v in history.items()}
+  return S, {k: np.asarray(v)[: hp.iterations] for k, v in history.items()}
 
 
 def run(cfg: Any) -> subspaces.Subspaces:
@@ -132,11 +150,16 @@ def run(cfg: Any) -> subspaces.Subspaces:
       raise config.ConfigError('--generator is required unless --self_expressive_matrix is given')
     S, history = train(gen, cfg, out)
     source = 'trained'
-  labels, aff = clustering.cluster(S, c.num_subspaces, c.affinity, seed=cfg.seed, rho=c.rho,
-                                   subspace_dim=c.subspace_dim, alpha=c.alpha)
-  meta = {'affinity': c.affinity, 'seed': cfg.seed, 'source': source,
-          'generator': os.fspath(cfg.model.generator) if cfg.model.generator else None,
-          'iterations': int(len(history['total'])) if history else None}
+  labels, aff = clustering.cluster(
+    S, c.num_subspaces, c.affinity, seed=cfg.seed, rho=c.rho, subspace_dim=c.subspace_dim, alpha=c.alpha
+  )
+  meta = {
+    'affinity': c.affinity,
+    'seed': cfg.seed,
+    'source': source,
+    'generator': os.fspath(cfg.model.generator) if cfg.model.generator else None,
+    'iterations': int(len(history['total'])) if history else None,
+  }
   subspaces.write_subspaces(out, S, labels, c.num_subspaces, layer, history, meta)
   masks = clustering.masks_from_labels(labels, c.num_subspaces)
   if cfg.job.plots and jax.process_index() == 0:
@@ -146,6 +169,10 @@ def run(cfg: Any) -> subspaces.Subspaces:
     if gen is not None:
       plots.exchange_grids(gen, layer, masks, out, num_samples=cfg.job.exchange_samples, seed=cfg.seed)
   logging.info('wrote %d subspaces (sizes %s) to %s', masks.shape[0], masks.sum(axis=1).tolist(), out)
-  return subspaces.Subspaces(masks=masks, labels=np.asarray(labels, np.int64), S=np.asarray(S, np.float32),
-                             layer=layer, meta=json.loads((out / 'subspaces.json').read_text())
-                             if jax.process_index() == 0 else meta)
+  return subspaces.Subspaces(
+    masks=masks,
+    labels=np.asarray(labels, np.int64),
+    S=np.asarray(S, np.float32),
+    layer=layer,
+    meta=json.loads((out / 'subspaces.json').read_text()) if jax.process_index() == 0 else meta,
+  )

@@ -41,8 +41,13 @@ def sample_latents(num: int, z_dim: int, seed: int) -> np.ndarray:
   return np.asarray(jax.random.normal(jax.random.key(seed), (num, z_dim), np.float32))
 
 
-def generate_batched(gen: pggan.Generator, z: np.ndarray, batch_size: int, out: np.ndarray | None = None,
-                     log_every_s: Optional[float] = None) -> np.ndarray:
+def generate_batched(
+  gen: pggan.Generator,
+  z: np.ndarray,
+  batch_size: int,
+  out: np.ndarray | None = None,
+  log_every_s: Optional[float] = None,
+) -> np.ndarray:
   """G(z) over fixed-size batches (one compilation: the last batch is zero-padded, padding discarded).
 
   ``log_every_s``: report progress at most that often (None: silent)."""
@@ -56,11 +61,11 @@ def generate_batched(gen: pggan.Generator, z: np.ndarray, batch_size: int, out: 
     out = np.empty((n, cfg.resolution, cfg.resolution, cfg.num_channels), np.float32)
   report = None if log_every_s is None else progress.Progress(n, 'generated', 'images', log_every_s)
   for lo in range(0, n, batch_size):
-    zb = z[lo:lo + batch_size]
+    zb = z[lo : lo + batch_size]
     real = zb.shape[0]
     if real < batch_size:
       zb = np.concatenate([zb, np.zeros((batch_size - real, z.shape[1]), z.dtype)])
-    out[lo:lo + real] = np.asarray(fn(params, zb))[:real]
+    out[lo : lo + real] = np.asarray(fn(params, zb))[:real]
     if report is not None:
       report.update(real)
   if report is not None:
@@ -68,9 +73,17 @@ def generate_batched(gen: pggan.Generator, z: np.ndarray, batch_size: int, out: 
   return out
 
 
-def run(generator: str, output_dir: str, latents: Optional[str] = None, num_samples: Optional[int] = None,
-        seed: int = 0, batch_size: int = 8, grid_max: int = 64, pngs: bool = True,
-        log_every_s: float = 30.0) -> None:
+def run(
+  generator: str,
+  output_dir: str,
+  latents: Optional[str] = None,
+  num_samples: Optional[int] = None,
+  seed: int = 0,
+  batch_size: int = 8,
+  grid_max: int = 64,
+  pngs: bool = True,
+  log_every_s: float = 30.0,
+) -> None:
   """``launch.generate`` (see the module docstring); ``latents`` and ``num_samples`` (default 16) exclude
   each other."""
   if latents and num_samples is not None:

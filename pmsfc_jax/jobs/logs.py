@@ -11,7 +11,6 @@ QUIET_LIBRARIES = ('/orbax/',)
 
 
 class _QuietLibraries(pylogging.Filter):
-
   def filter(self, record: pylogging.LogRecord) -> bool:
     return record.levelno >= pylogging.WARNING or not any(p in record.pathname for p in QUIET_LIBRARIES)
 

@@ -19,9 +19,13 @@ ENV_NUM_PROCESSES = 'PMSFC_NUM_PROCESSES'
 ENV_PROCESS_ID = 'PMSFC_PROCESS_ID'
 
 
-def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
-               process_id: Optional[int] = None, local_device_ids: Optional[Sequence[int]] = None,
-               initialization_timeout: int = 300) -> tuple[int, int]:
+def initialize(
+  coordinator_address: Optional[str] = None,
+  num_processes: Optional[int] = None,
+  process_id: Optional[int] = None,
+  local_device_ids: Optional[Sequence[int]] = None,
+  initialization_timeout: int = 300,
+) -> tuple[int, int]:
   """Starts ``jax.distributed`` and returns ``(process_index, process_count)``.
 
   Arguments left as ``None`` come from ``PMSFC_COORDINATOR_ADDRESS`` / ``PMSFC_NUM_PROCESSES`` /
@@ -36,26 +40,36 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     num_processes = int(os.environ[ENV_NUM_PROCESSES])
   if process_id is None and os.environ.get(ENV_PROCESS_ID):
     process_id = int(os.environ[ENV_PROCESS_ID])
-  given = {'coordinator_address': coordinator_address, 'num_processes': num_processes,
-           'process_id': process_id}
+  given = {
+    'coordinator_address': coordinator_address,
+    'num_processes': num_processes,
+    'process_id': process_id,
+  }
   if coordinator_address is not None and (num_processes is None or process_id is None):
     missing = [k for k, v in given.items() if v is None]
-    raise ValueError(f'distributed initialisation with coordinator_address={coordinator_address!r} also '
-                     f'needs {missing} (flags --num_processes/--process_id or ${ENV_NUM_PROCESSES}/'
-                     f'${ENV_PROCESS_ID})')
+    raise ValueError(
+      f'distributed initialisation with coordinator_address={coordinator_address!r} also '
+      f'needs {missing} (flags --num_processes/--process_id or ${ENV_NUM_PROCESSES}/'
+      f'${ENV_PROCESS_ID})'
+    )
   if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
     raise ValueError(f'process_id={process_id} is not in [0, num_processes={num_processes})')
   platforms = (os.environ.get('JAX_PLATFORMS') or jax.config.jax_platforms or '').lower()
   if 'cpu' in platforms.split(',')[:1]:
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                             process_id=process_id, local_device_ids=local_device_ids,
-                             initialization_timeout=initialization_timeout)
+  jax.distributed.initialize(
+    coordinator_address=coordinator_address,
+    num_processes=num_processes,
+    process_id=process_id,
+    local_device_ids=local_device_ids,
+    initialization_timeout=initialization_timeout,
+  )
   return jax.process_index(), jax.process_count()
 
 
-def process_share(items: Sequence[T], process_index: Optional[int] = None,
-                  process_count: Optional[int] = None) -> list[T]:
+def process_share(
+  items: Sequence[T], process_index: Optional[int] = None, process_count: Optional[int] = None
+) -> list[T]:
   """Process i's deterministic share: ``items[i::n]`` (disjoint, union = items, sizes differ by <= 1).
 
   ``items`` must be in the same order on every process (the job sorts by relative path).

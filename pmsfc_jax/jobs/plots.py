@@ -33,8 +33,10 @@ def _savefig(fig, path) -> epath.Path:
 
 def _plt():
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg', force=False)
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   return plt
 
 
@@ -88,16 +90,19 @@ def exchange_grid(gen: pggan.Generator, layer: int, mask, z, min_cell: int = 96)
   g2 = jax.jit(lambda p, f: pggan.g2(gen.config, p, f, layer))
   feats = pggan.g1(gen.config, gen.params, jnp.asarray(z), layer)
   n = feats.shape[0]
-  mixed = editing.exchange_features(feats[:, None], feats[None, :], jnp.asarray(mask))  # (i, j): f_i, f_j on mask
+  mixed = editing.exchange_features(
+    feats[:, None], feats[None, :], jnp.asarray(mask)
+  )  # (i, j): f_i, f_j on mask
   mixed = mixed.reshape((n * n,) + feats.shape[1:])
-  images = np.concatenate([np.asarray(g2(gen.params, mixed[i * n:(i + 1) * n])) for i in range(n)])
+  images = np.concatenate([np.asarray(g2(gen.params, mixed[i * n : (i + 1) * n])) for i in range(n)])
   scale = max(1, -(-min_cell // images.shape[1]))
   images = np.repeat(np.repeat(images, scale, axis=1), scale, axis=2)
   return images_lib.make_grid(np.clip(images, -1, 1), ncols=n)
 
 
-def exchange_grids(gen: pggan.Generator, layer: int, masks: np.ndarray, out_dir, num_samples: int = 4,
-                   seed: int = 0) -> list[epath.Path]:
+def exchange_grids(
+  gen: pggan.Generator, layer: int, masks: np.ndarray, out_dir, num_samples: int = 4, seed: int = 0
+) -> list[epath.Path]:
   """Writes ``exchange_subspace_<r>.png`` for every subspace r (Fig. 4), same latents for all."""
   z = jax.random.normal(jax.random.key(seed), (num_samples, gen.config.z_dim), jnp.float32)
   paths = []

@@ -38,20 +38,22 @@ from pmsfc_jax.jobs import compare
 from pmsfc_jax.jobs import demo
 
 TASK_METRICS = {
-    'reconstruct': ('psnr', 'ssim', 'lpips'),
-    'colorize': ('auc', 'psnr'),
-    'super_resolve': ('psnr', 'lpips'),
-    'inpaint': ('psnr', 'ssim', 'lpips'),
+  'reconstruct': ('psnr', 'ssim', 'lpips'),
+  'colorize': ('auc', 'psnr'),
+  'super_resolve': ('psnr', 'lpips'),
+  'inpaint': ('psnr', 'ssim', 'lpips'),
 }
 
 
 def load_faces(cfg: config.ReproduceConfig, size: int) -> tuple[list[str], np.ndarray]:
   items = listing.list_inputs(cfg.job.images)
   r = cfg.reproduce
-  items = items[r.first_image:r.first_image + r.num_images]
+  items = items[r.first_image : r.first_image + r.num_images]
   if len(items) < r.num_images:
-    raise ValueError(f'--images={cfg.job.images!r} lists {len(items)} images after '
-                     f'first_image={r.first_image}, fewer than num_images={r.num_images}')
+    raise ValueError(
+      f'--images={cfg.job.images!r} lists {len(items)} images after '
+      f'first_image={r.first_image}, fewer than num_images={r.num_images}'
+    )
   return [it.stem for it in items], np.stack([images.load_image(it.path, size) for it in items])
 
 
@@ -125,8 +127,13 @@ def run(cfg: Any) -> dict:
     grid = images.make_grid(np.stack(panels, 1).reshape(-1, size, size, 3), ncols=len(panels))
     images.save_image(out / f'{task}_grid.png', np.repeat(np.repeat(grid, 2, 0), 2, 1))
   table = format_table(results, cfg, names)
-  blob = {'results': results, 'per_image': per_image, 'images': names, 'wall_seconds': time.time() - t_start,
-          'config': config.to_dict(cfg)}
+  blob = {
+    'results': results,
+    'per_image': per_image,
+    'images': names,
+    'wall_seconds': time.time() - t_start,
+    'config': config.to_dict(cfg),
+  }
   files.write_json(out / 'reproduction.json', blob)
   files.atomic_write_bytes(out / 'reproduction.md', table.encode())
   print(table)
@@ -139,13 +146,22 @@ def _upsample(x: np.ndarray, size: int) -> np.ndarray:
 
 
 def format_table(results: dict, cfg: config.ReproduceConfig, names) -> str:
-  intro = (f'{len(names)} held-out faces ({names[0]} .. {names[-1]}), {cfg.optim.iterations} iterations per '
-           f'method, Adam lr {cfg.optim.lr}, layer {cfg.model.layer}, PmSFC R = subspaces of '
-           f'`{cfg.model.subspaces}`, K = {cfg.compare.num_codes_pmsfc}; mGANprior N = '
-           f'{cfg.compare.num_codes_mganprior}.')
+  intro = (
+    f'{len(names)} held-out faces ({names[0]} .. {names[-1]}), {cfg.optim.iterations} iterations per '
+    f'method, Adam lr {cfg.optim.lr}, layer {cfg.model.layer}, PmSFC R = subspaces of '
+    f'`{cfg.model.subspaces}`, K = {cfg.compare.num_codes_pmsfc}; mGANprior N = '
+    f'{cfg.compare.num_codes_mganprior}.'
+  )
   arrows = {'psnr': 'PSNR (dB) ↑', 'ssim': 'SSIM ↑', 'lpips': 'LPIPS-VGG ↓', 'auc': 'AuC (%) ↑'}
-  titles = {'reconstruct': 'reconstruction', 'colorize': 'colorization',
-            'super_resolve': f'{cfg.task.factor}x super-resolution', 'inpaint': 'inpainting'}
-  rows = [[titles[task], arrows[k]] + [float(by_method[m][k]) for m in ('mganprior', 'pmsfc')]
-          for task, by_method in results.items() for k in TASK_METRICS[task]]
+  titles = {
+    'reconstruct': 'reconstruction',
+    'colorize': 'colorization',
+    'super_resolve': f'{cfg.task.factor}x super-resolution',
+    'inpaint': 'inpainting',
+  }
+  rows = [
+    [titles[task], arrows[k]] + [float(by_method[m][k]) for m in ('mganprior', 'pmsfc')]
+    for task, by_method in results.items()
+    for k in TASK_METRICS[task]
+  ]
   return intro + '\n\n' + tables.markdown(['task', 'metric', 'mGANprior', 'PmSFC'], rows) + '\n'

@@ -40,18 +40,26 @@ def parse(cfg: Any) -> gan.TrainConfig:
 
 
 def checkpoint_manager(workdir: str | os.PathLike, max_to_keep: int = 3) -> ocp.CheckpointManager:
-  return checkpoints.checkpoint_manager(epath.Path(workdir) / 'checkpoints', max_to_keep=max_to_keep, async_=True)
+  return checkpoints.checkpoint_manager(
+    epath.Path(workdir) / 'checkpoints', max_to_keep=max_to_keep, async_=True
+  )
 
 
 def save_state(mngr: ocp.CheckpointManager, state: gan.TrainState, info: dict | None = None) -> None:
   """Saves ``state`` (as a state dict) plus JSON ``info`` at step ``state.step`` (async; orbax-atomic)."""
   step = int(jax.device_get(state.step))
-  mngr.save(step, args=checkpoints.save_args(trees={'state': flax.serialization.to_state_dict(state)},
-                                             json={'info': info or {}}), force=True)
+  mngr.save(
+    step,
+    args=checkpoints.save_args(
+      trees={'state': flax.serialization.to_state_dict(state)}, json={'info': info or {}}
+    ),
+    force=True,
+  )
 
 
-def restore_state(mngr: ocp.CheckpointManager, template: gan.TrainState, step: int | None = None
-                  ) -> tuple[gan.TrainState, dict]:
+def restore_state(
+  mngr: ocp.CheckpointManager, template: gan.TrainState, step: int | None = None
+) -> tuple[gan.TrainState, dict]:
   """Restores the latest (or ``step``) checkpoint into ``template``'s structure -> (state, info)."""
   step = mngr.latest_step() if step is None else step
   if step is None:
@@ -67,16 +75,23 @@ def _jit_generate(g_cfg: pggan.GeneratorConfig) -> Callable:
   return jax.jit(functools.partial(pggan.generate, g_cfg))
 
 
-def sample_grid(g_cfg: pggan.GeneratorConfig, params: PyTree, z: jax.Array, ncols: int = 8,
-                upscale: int = 1) -> np.ndarray:
+def sample_grid(
+  g_cfg: pggan.GeneratorConfig, params: PyTree, z: jax.Array, ncols: int = 8, upscale: int = 1
+) -> np.ndarray:
   """Float [-1, 1] grid image of G(z) (clipped; ``make_grid`` layout, pad 2), nearest-upscaled."""
   imgs = np.asarray(_jit_generate(g_cfg)(params, z))
   grid = images.make_grid(np.clip(imgs, -1, 1), ncols=ncols)
   return np.repeat(np.repeat(grid, upscale, axis=0), upscale, axis=1) if upscale > 1 else grid
 
 
-def write_demo_samples(generator: pggan.Generator, path: str | epath.Path, seed: int = 0,
-                       num_samples: int = 16, ncols: int = 8, upscale: int = 4) -> np.ndarray:
+def write_demo_samples(
+  generator: pggan.Generator,
+  path: str | epath.Path,
+  seed: int = 0,
+  num_samples: int = 16,
+  ncols: int = 8,
+  upscale: int = 4,
+) -> np.ndarray:
   """Writes the sample grid of ``generator`` for ``z = normal(key(seed), (num_samples, z_dim))``.
 
   The latents follow ``launch.generate``'s ``--seed`` semantics. Cell i (row-major) covers pixels
@@ -98,8 +113,12 @@ def load_dataset(cfg: gan.TrainConfig, workdir: epath.Path) -> np.ndarray:
 def _metrics_row(window: list, step: int, seconds: float, wall: float, job: gan.TrainJob, batch: int) -> dict:
   stacked = {k: np.concatenate([np.asarray(m[k]) for m in window]) for k in window[0]}
   row = {k: float(np.nanmean(v)) if np.isfinite(v).any() else None for k, v in stacked.items()}
-  row.update(step=step, sec_per_step=seconds / (len(window) * job.steps_per_call), wall_seconds=wall,
-             images_seen=step * batch)
+  row.update(
+    step=step,
+    sec_per_step=seconds / (len(window) * job.steps_per_call),
+    wall_seconds=wall,
+    images_seen=step * batch,
+  )
   if not all(np.isfinite(v).all() for k, v in stacked.items() if k != 'r1'):
     raise FloatingPointError(f'non-finite losses at step {step}: {row}')
   return row
@@ -118,8 +137,13 @@ def train(cfg: Any, workdir: str | os.PathLike) -> gan.TrainState:
 
   t = time.time()
   images_np = load_dataset(cfg, workdir)
-  logging.info('dataset: %d images %s from %s in %.1fs', images_np.shape[0], images_np.shape[1:],
-               cfg.data.folder, time.time() - t)
+  logging.info(
+    'dataset: %d images %s from %s in %.1fs',
+    images_np.shape[0],
+    images_np.shape[1:],
+    cfg.data.folder,
+    time.time() - t,
+  )
   data = jax.device_put(images_np)
 
   state = gan.create_train_state(g_cfg, d_cfg, hp, cfg.seed)
@@ -147,9 +171,12 @@ def train(cfg: Any, workdir: str | os.PathLike) -> gan.TrainState:
         window.append(metrics)
         if step % job.log_every == 0 or step >= job.total_steps:
           row = _metrics_row(window, step, time.time() - t_window, wall, job, hp.batch_size)
-          report.update(step - report.done, info=f'd_loss {row["d_loss"]:.4f}  g_loss {row["g_loss"]:.4f}  '
-                        f'd_real {row["d_real"]:.3f}  d_fake {row["d_fake"]:.3f}  r1 {row["r1"]}  '
-                        f'{row["sec_per_step"]:.3f}s/step')
+          report.update(
+            step - report.done,
+            info=f'd_loss {row["d_loss"]:.4f}  g_loss {row["g_loss"]:.4f}  '
+            f'd_real {row["d_real"]:.3f}  d_fake {row["d_fake"]:.3f}  r1 {row["r1"]}  '
+            f'{row["sec_per_step"]:.3f}s/step',
+          )
           if is_main:
             with (workdir / 'metrics.jsonl').open('a') as f:
               f.write(json.dumps(row) + '\n')
@@ -167,8 +194,13 @@ def train(cfg: Any, workdir: str | os.PathLike) -> gan.TrainState:
   return state
 
 
-def export_generator(cfg: Any, workdir: str | os.PathLike, output: str | os.PathLike, force: bool = False,
-                     step: int | None = None) -> epath.Path:
+def export_generator(
+  cfg: Any,
+  workdir: str | os.PathLike,
+  output: str | os.PathLike,
+  force: bool = False,
+  step: int | None = None,
+) -> epath.Path:
   """Writes the EMA generator (Gs) of ``workdir``'s latest checkpoint as a generator checkpoint."""
   cfg = parse(cfg)
   hp = cfg.optim
@@ -181,21 +213,32 @@ def export_generator(cfg: Any, workdir: str | os.PathLike, output: str | os.Path
   finally:
     mngr.close()
   n = int(state.step)
-  meta = {'trained_with': 'pmsfc_jax.jobs.train_pggan (launch/train_pggan.py)', 'network': 'EMA generator (Gs)',
-          'steps': n, 'batch_size': hp.batch_size, 'images_seen': n * hp.batch_size,
-          'wall_seconds': round(float(info.get('wall_seconds', 0.0)), 1),
-          'data': f'CelebA aligned faces {cfg.data.first:06d}-{cfg.data.last:06d}.jpg (centre square '
-                  f'crop, {g_cfg.resolution}x{g_cfg.resolution}, random flips); CelebA terms: non-commercial '
-                  'research only',
-          'objective': f'non-saturating logistic + lazy R1 (gamma {hp.r1_gamma}, every {hp.r1_every})',
-          'optimizer': f'Adam lr {hp.lr} betas ({hp.b1}, {hp.b2})',
-          'ema_half_life_kimg': hp.ema_half_life_kimg,
-          'discriminator': disc.DiscriminatorConfig.to_dict(d_cfg)}
+  meta = {
+    'trained_with': 'pmsfc_jax.jobs.train_pggan (launch/train_pggan.py)',
+    'network': 'EMA generator (Gs)',
+    'steps': n,
+    'batch_size': hp.batch_size,
+    'images_seen': n * hp.batch_size,
+    'wall_seconds': round(float(info.get('wall_seconds', 0.0)), 1),
+    'data': f'CelebA aligned faces {cfg.data.first:06d}-{cfg.data.last:06d}.jpg (centre square '
+    f'crop, {g_cfg.resolution}x{g_cfg.resolution}, random flips); CelebA terms: non-commercial '
+    'research only',
+    'objective': f'non-saturating logistic + lazy R1 (gamma {hp.r1_gamma}, every {hp.r1_every})',
+    'optimizer': f'Adam lr {hp.lr} betas ({hp.b1}, {hp.b2})',
+    'ema_half_life_kimg': hp.ema_half_life_kimg,
+    'discriminator': disc.DiscriminatorConfig.to_dict(d_cfg),
+  }
   return checkpoints.save_generator(output, g_cfg, state.g_ema, meta=meta, force=force)
 
 
-def main(cfg: Any, workdir: str, export: str | None = None, samples: str | None = None, force: bool = False,
-         seed: int = 0) -> None:
+def main(
+  cfg: Any,
+  workdir: str,
+  export: str | None = None,
+  samples: str | None = None,
+  force: bool = False,
+  seed: int = 0,
+) -> None:
   """``launch.train_pggan``: trains in ``workdir``, or (``export``) writes its EMA generator and, with
   ``samples``, the grid of that generator for ``seed`` (16 samples, ``launch.generate`` latents)."""
   if not export:

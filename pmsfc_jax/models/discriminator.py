@@ -36,6 +36,7 @@ MBSTD_EPS = 1e-8
 @dataclasses.dataclass(frozen=True)
 class DiscriminatorConfig:
   """Architecture of a fully grown PGGAN discriminator (``nf`` as in :class:`pggan.GeneratorConfig`)."""
+
   resolution: int = 32
   fmaps_base: int = 16384
   fmaps_max: int = 512
@@ -57,8 +58,13 @@ class DiscriminatorConfig:
 
   @classmethod
   def for_generator(cls, g: pggan.GeneratorConfig, **kwargs) -> 'DiscriminatorConfig':
-    return cls(resolution=g.resolution, fmaps_base=g.fmaps_base, fmaps_max=g.fmaps_max,
-               num_channels=g.num_channels, **kwargs)
+    return cls(
+      resolution=g.resolution,
+      fmaps_base=g.fmaps_base,
+      fmaps_max=g.fmaps_max,
+      num_channels=g.num_channels,
+      **kwargs,
+    )
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -95,6 +101,7 @@ def downscale_2x(x: Array) -> Array:
 
 class EqualizedConv(nn.Module):
   """Conv ``kernel x kernel`` 'SAME' with the equalized-LR scale gain / sqrt(fan_in), plus bias."""
+
   features: int
   kernel: int = 3
   gain: float = SQRT2
@@ -104,13 +111,15 @@ class EqualizedConv(nn.Module):
     cin = x.shape[-1]
     w = self.param('weight', nn.initializers.normal(1.0), (self.kernel, self.kernel, cin, self.features))
     scale = self.gain / math.sqrt(cin * self.kernel * self.kernel)
-    y = jax.lax.conv_general_dilated(x, (w * scale).astype(x.dtype), (1, 1), 'SAME',
-                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = jax.lax.conv_general_dilated(
+      x, (w * scale).astype(x.dtype), (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+    )
     return y + self.param('bias', nn.initializers.zeros, (self.features,)).astype(y.dtype)
 
 
 class EqualizedDense(nn.Module):
   """Dense over the flattened input with the equalized-LR scale, plus bias."""
+
   features: int
   gain: float = SQRT2
 
@@ -124,14 +133,17 @@ class EqualizedDense(nn.Module):
 
 class PGGANDiscriminator(nn.Module):
   """Images (N, R, R, C) -> logits (N,)."""
+
   config: DiscriminatorConfig
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     cfg = self.config
     if x.ndim != 4 or x.shape[1:] != (cfg.resolution, cfg.resolution, cfg.num_channels):
-      raise ValueError(f'discriminator expects images (N, {cfg.resolution}, {cfg.resolution}, '
-                       f'{cfg.num_channels}), got {tuple(x.shape)}')
+      raise ValueError(
+        f'discriminator expects images (N, {cfg.resolution}, {cfg.resolution}, '
+        f'{cfg.num_channels}), got {tuple(x.shape)}'
+      )
     act = lambda t: nn.leaky_relu(t, LRELU_SLOPE)
     x = act(EqualizedConv(cfg.nf(cfg.resolution), kernel=1, name='FromRGB')(x))
     res = cfg.resolution

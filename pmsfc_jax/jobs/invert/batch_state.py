@@ -31,8 +31,9 @@ class BatchCheckpoint:
 
   def _manager(self) -> ocp.CheckpointManager:
     if self._mngr is None:
-      self._mngr = checkpoints.checkpoint_manager(self.dir, max_to_keep=1, item_names=('state', 'meta'),
-                                                  process=self.process)
+      self._mngr = checkpoints.checkpoint_manager(
+        self.dir, max_to_keep=1, item_names=('state', 'meta'), process=self.process
+      )
     return self._mngr
 
   def latest(self) -> Optional[tuple[int, dict]]:
@@ -51,12 +52,15 @@ class BatchCheckpoint:
       return None
 
   def save(self, step: int, state: Any, meta: dict) -> None:
-    self._manager().save(step, args=checkpoints.save_args(trees={'state': mesh.to_host(state)},
-                                                          json={'meta': meta}), force=True)
+    self._manager().save(
+      step, args=checkpoints.save_args(trees={'state': mesh.to_host(state)}, json={'meta': meta}), force=True
+    )
     self._manager().wait_until_finished()
 
   def restore(self, step: int, like: Any) -> Any:
-    return self._manager().restore(step, args=checkpoints.restore_args(trees={'state': mesh.to_host(like)}))['state']
+    return self._manager().restore(step, args=checkpoints.restore_args(trees={'state': mesh.to_host(like)}))[
+      'state'
+    ]
 
   def discard(self) -> None:
     self.close()

@@ -24,10 +24,10 @@ class Job:
   out: epath.Path
   gen: Any
   percep: Any
-  masks: Optional[np.ndarray]      # (R, C) bool subspace masks (pmsfc) or None
-  known: Optional[np.ndarray]      # (R, R, 1) known-pixel mask (inpaint) or None
+  masks: Optional[np.ndarray]  # (R, C) bool subspace masks (pmsfc) or None
+  known: Optional[np.ndarray]  # (R, R, 1) known-pixel mask (inpaint) or None
   mesh: jax.sharding.Mesh
-  batch_shape: int                 # batch_size rounded up to a multiple of the device count
+  batch_shape: int  # batch_size rounded up to a multiple of the device count
   input_size: int
   manifest: manifest.Manifest
   ckpt: batch_state.BatchCheckpoint

@@ -24,7 +24,7 @@ from pmsfc_jax.core import schema
 from pmsfc_jax.io import files
 
 CONFIG_RECORD = 'config.json'
-VERSION = 2   # 1: the flat config of before the config sections.
+VERSION = 2  # 1: the flat config of before the config sections.
 
 
 class ConfigMismatchError(ValueError):
@@ -44,13 +44,22 @@ def payload(cfg: config.InvertConfig, gen, masks: Optional[np.ndarray], known: O
   """Everything that changes results, as JSON: config values, weights / masks content hashes."""
   leaves = jax.tree_util.tree_flatten_with_path(gen.params)[0]
   leaves = sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0]))
-  return json.loads(json.dumps({
-      'version': VERSION,
-      'config': config.result_settings(cfg),
-      'generator': {'config': gen.config.to_dict(), 'params_sha256': _sha(np.asarray(v) for _, v in leaves)},
-      'subspace_masks_sha256': None if masks is None else _sha([np.asarray(masks)]),
-      'inpainting_mask_sha256': None if known is None else _sha([np.asarray(known)]),
-  }, sort_keys=True, default=str))
+  return json.loads(
+    json.dumps(
+      {
+        'version': VERSION,
+        'config': config.result_settings(cfg),
+        'generator': {
+          'config': gen.config.to_dict(),
+          'params_sha256': _sha(np.asarray(v) for _, v in leaves),
+        },
+        'subspace_masks_sha256': None if masks is None else _sha([np.asarray(masks)]),
+        'inpainting_mask_sha256': None if known is None else _sha([np.asarray(known)]),
+      },
+      sort_keys=True,
+      default=str,
+    )
+  )
 
 
 def digest(p: dict) -> str:
@@ -65,7 +74,9 @@ def _differences(old: dict, new: dict) -> str:
   return '; '.join(diffs[:12]) or 'unknown'
 
 
-def check(out_dir: epath.Path, p: dict, overwrite: bool, is_writer: bool, remove: Iterable[epath.Path]) -> str:
+def check(
+  out_dir: epath.Path, p: dict, overwrite: bool, is_writer: bool, remove: Iterable[epath.Path]
+) -> str:
   """Records ``p`` in ``OUT/config.json`` or checks it against the recorded one; returns its digest.
 
   With ``overwrite`` and a different record, the writer removes ``remove`` (manifests, summary,
@@ -79,12 +90,15 @@ def check(out_dir: epath.Path, p: dict, overwrite: bool, is_writer: bool, remove
       return d
     if not overwrite:
       raise ConfigMismatchError(
-          f'{out_dir} holds results of a different configuration (fingerprint {old.get("fingerprint")} '
-          f'!= {d}); differences: {_differences(old.get("payload", {}), p)}. Use another --output_dir, '
-          f'or pass --overwrite_config to discard the old manifest and checkpoints and redo every image.')
+        f'{out_dir} holds results of a different configuration (fingerprint {old.get("fingerprint")} '
+        f'!= {d}); differences: {_differences(old.get("payload", {}), p)}. Use another --output_dir, '
+        f'or pass --overwrite_config to discard the old manifest and checkpoints and redo every image.'
+      )
     if is_writer:
-      logging.warning('%s: configuration changed and --overwrite_config given: removing old manifests '
-                      'and checkpoints', out_dir)
+      logging.warning(
+        '%s: configuration changed and --overwrite_config given: removing old manifests and checkpoints',
+        out_dir,
+      )
       for path in remove:
         if path.is_dir():
           files.remove_tree(path)
@@ -93,4 +107,3 @@ def check(out_dir: epath.Path, p: dict, overwrite: bool, is_writer: bool, remove
   if is_writer:
     files.write_json(record_path, {'fingerprint': d, 'payload': p})
   return d
-

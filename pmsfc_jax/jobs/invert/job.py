@@ -62,13 +62,18 @@ ConfigMismatchError = fingerprint.ConfigMismatchError
 
 
 def _required(cfg: config.InvertConfig) -> None:
-  for flag, value in (('--images', cfg.job.images), ('--output_dir', cfg.job.output_dir),
-                      ('--generator', cfg.model.generator)):
+  for flag, value in (
+    ('--images', cfg.job.images),
+    ('--output_dir', cfg.job.output_dir),
+    ('--generator', cfg.model.generator),
+  ):
     if not value:
       raise config.ConfigError(f'{flag} is required')
   if cfg.method.name == 'pmsfc' and not cfg.model.subspaces:
-    raise config.ConfigError('--method=pmsfc needs --subspaces (a launch.discover output or a shipped name); '
-                             '--method=mganprior needs none')
+    raise config.ConfigError(
+      '--method=pmsfc needs --subspaces (a launch.discover output or a shipped name); '
+      '--method=mganprior needs none'
+    )
   if cfg.task.name == 'inpaint' and not cfg.task.mask:
     raise config.ConfigError('--task=inpaint needs --mask=PNG (white = hole)')
 
@@ -78,16 +83,19 @@ def _subspace_masks(cfg: config.InvertConfig) -> Optional[np.ndarray]:
     return None
   sub = subspaces.load_subspaces(cfg.model.subspaces)
   if sub.layer != cfg.model.layer:
-    raise ValueError(f'--subspaces={cfg.model.subspaces!r} were discovered at layer {sub.layer} but '
-                     f'config.model.layer={cfg.model.layer}')
+    raise ValueError(
+      f'--subspaces={cfg.model.subspaces!r} were discovered at layer {sub.layer} but '
+      f'config.model.layer={cfg.model.layer}'
+    )
   return np.asarray(sub.masks, bool)
 
 
 def _setup_process(job: config.Job) -> tuple[int, int]:
   if not job.distributed:
     return 0, 1
-  return multihost.initialize(job.coordinator_address or None, job.num_processes or None,
-                              None if job.process_id < 0 else job.process_id)
+  return multihost.initialize(
+    job.coordinator_address or None, job.num_processes or None, None if job.process_id < 0 else job.process_id
+  )
 
 
 def _clean_stale(out: epath.Path) -> None:
@@ -110,25 +118,40 @@ def _open(cfg: config.InvertConfig, process_index: int, process_count: int) -> c
   masks = _subspace_masks(cfg)
   known = None
   if cfg.task.name == 'inpaint':
-    known = masks_lib.load_inpainting_mask(cfg.task.mask, size=gen.config.resolution,
-                                           threshold=cfg.task.mask_threshold)
+    known = masks_lib.load_inpainting_mask(
+      cfg.task.mask, size=gen.config.resolution, threshold=cfg.task.mask_threshold
+    )
   percep = pretrained.load_perceptual(cfg.loss.perceptual) if cfg.loss.perceptual_weight != 0 else None
   payload = fingerprint.payload(cfg, gen, masks, known)
   if process_index == 0:
     _clean_stale(out)
   # Every process checks (so a mismatch fails all of them, none waits at the barrier); process 0 writes.
-  digest = fingerprint.check(out, payload, cfg.job.overwrite_config, process_index == 0,
-                             remove=[*out.glob('manifest*.jsonl'), out / summary_lib.SUMMARY,
-                                     out / batch_state.CHECKPOINTS])
+  digest = fingerprint.check(
+    out,
+    payload,
+    cfg.job.overwrite_config,
+    process_index == 0,
+    remove=[*out.glob('manifest*.jsonl'), out / summary_lib.SUMMARY, out / batch_state.CHECKPOINTS],
+  )
   multihost.barrier('pmsfc_config_checked')
   m = mesh.make_mesh(cfg.job.num_devices or None)
   return context.Job(
-      cfg=cfg, out=out, gen=mesh.replicate(gen, m), percep=None if percep is None else mesh.replicate(percep, m),
-      masks=masks, known=known, mesh=m, batch_shape=mesh.padded_size(cfg.job.batch_size, m.shape[mesh.DATA_AXIS]),
-      input_size=size, manifest=manifest.Manifest(out, process_index, process_count),
-      ckpt=batch_state.BatchCheckpoint(out / batch_state.CHECKPOINTS, process_index, process_count),
-      fingerprint=digest, preempt=preemption.Preemption(), process_index=process_index,
-      process_count=process_count)
+    cfg=cfg,
+    out=out,
+    gen=mesh.replicate(gen, m),
+    percep=None if percep is None else mesh.replicate(percep, m),
+    masks=masks,
+    known=known,
+    mesh=m,
+    batch_shape=mesh.padded_size(cfg.job.batch_size, m.shape[mesh.DATA_AXIS]),
+    input_size=size,
+    manifest=manifest.Manifest(out, process_index, process_count),
+    ckpt=batch_state.BatchCheckpoint(out / batch_state.CHECKPOINTS, process_index, process_count),
+    fingerprint=digest,
+    preempt=preemption.Preemption(),
+    process_index=process_index,
+    process_count=process_count,
+  )
 
 
 def run(cfg: Any) -> dict:
@@ -145,15 +168,29 @@ def run(cfg: Any) -> dict:
   share = multihost.process_share(items, process_index, process_count)
   done = job.manifest.load_done(cfg.job.retry_failed)
   todo = [it for it in share if it.name not in done]
-  logging.info('process %d/%d: %d inputs listed, %d in this share, %d already done, %d to do; '
-               '%d device(s), batch shape %d', process_index, process_count, len(items), len(share),
-               len(share) - len(todo), len(todo), job.mesh.shape[mesh.DATA_AXIS], job.batch_shape)
+  logging.info(
+    'process %d/%d: %d inputs listed, %d in this share, %d already done, %d to do; '
+    '%d device(s), batch shape %d',
+    process_index,
+    process_count,
+    len(items),
+    len(share),
+    len(share) - len(todo),
+    len(todo),
+    job.mesh.shape[mesh.DATA_AXIS],
+    job.batch_shape,
+  )
 
   groups, resume = _plan(job, todo, {it.name for it in share})
   preempted = False
   iters = cfg.optim.iterations
-  job.report = progress.Progress(len(todo) * iters, 'inversion', 'images*steps', cfg.job.log_every_s,
-                                 done=0 if resume is None else resume[0] * len(groups[0]))
+  job.report = progress.Progress(
+    len(todo) * iters,
+    'inversion',
+    'images*steps',
+    cfg.job.log_every_s,
+    done=0 if resume is None else resume[0] * len(groups[0]),
+  )
   try:
     with job.preempt:
       _loop(job, groups, resume)
@@ -173,8 +210,13 @@ def run(cfg: Any) -> dict:
   summary = dict(summary)
   own = {k: int(v) for k, v in job.stats.items()}
   summary['this_process'] = dict(own, process_index=process_index, preempted=preempted)
-  summary['exit_code'] = (exit_codes.PREEMPTED if preempted else
-                          exit_codes.SOME_FAILED if summary['failed'] or summary['pending'] else exit_codes.OK)
+  summary['exit_code'] = (
+    exit_codes.PREEMPTED
+    if preempted
+    else exit_codes.SOME_FAILED
+    if summary['failed'] or summary['pending']
+    else exit_codes.OK
+  )
   return summary
 
 
@@ -191,8 +233,9 @@ def main(cfg: Any) -> int:
   return summary['exit_code']
 
 
-def _plan(job: context.Job, todo: list[listing.InputItem], share_names: set[str]
-          ) -> tuple[list[list[listing.InputItem]], Optional[tuple]]:
+def _plan(
+  job: context.Job, todo: list[listing.InputItem], share_names: set[str]
+) -> tuple[list[list[listing.InputItem]], Optional[tuple]]:
   """Batches of the to-do list; the interrupted batch (if its checkpoint is usable) goes first."""
   ndev = job.mesh.shape[mesh.DATA_AXIS]
   b = job.cfg.job.batch_size
@@ -207,37 +250,46 @@ def _plan(job: context.Job, todo: list[listing.InputItem], share_names: set[str]
     elif not any(it.name in todo_names for it in ckpt_items):
       job.ckpt.discard()
     elif not all(it.name in share_names for it in ckpt_items):
-      logging.warning('the interrupted batch is no longer in this process\'s share (process count or '
-                      'input list changed): restarting its images from step 0 where they belong')
+      logging.warning(
+        "the interrupted batch is no longer in this process's share (process count or "
+        'input list changed): restarting its images from step 0 where they belong'
+      )
       job.ckpt.discard()
     elif meta.get('batch_shape', 0) % ndev or meta.get('input_size') != job.input_size:
-      logging.warning('batch checkpoint has batch shape %s, not divisible over %d devices: restarting '
-                      'that batch', meta.get('batch_shape'), ndev)
+      logging.warning(
+        'batch checkpoint has batch shape %s, not divisible over %d devices: restarting that batch',
+        meta.get('batch_shape'),
+        ndev,
+      )
       job.ckpt.discard()
     else:
       first_names = {i.name for i in ckpt_items}
       rest = [it for it in todo if it.name not in first_names]
       logging.info('resuming a batch of %d images from step %d', len(ckpt_items), step)
-      return [ckpt_items] + [rest[i:i + b] for i in range(0, len(rest), b)], (step, meta)
-  return [todo[i:i + b] for i in range(0, len(todo), b)], None
+      return [ckpt_items] + [rest[i : i + b] for i in range(0, len(rest), b)], (step, meta)
+  return [todo[i : i + b] for i in range(0, len(todo), b)], None
 
 
 def _loop(job: context.Job, groups: list[list[listing.InputItem]], resume: Optional[tuple]) -> None:
   c = job.cfg
   load = lambda it: images.load_image(it.path, size=job.input_size, crop=c.task.crop)
   n_done = 0
-  for gi, (group, decoded) in enumerate(prefetch.Prefetcher(groups, load, c.job.num_workers,
-                                                            c.job.prefetch_batches)):
+  for gi, (group, decoded) in enumerate(
+    prefetch.Prefetcher(groups, load, c.job.num_workers, c.job.prefetch_batches)
+  ):
     if job.preempt.requested:
       raise context.Preempted()
     run_batch(job, group, decoded, resume if gi == 0 else None)
     n_done += len(group)
-    job.report.update(n_done * c.optim.iterations - job.report.done,
-                      info=f'images {n_done}/{sum(map(len, groups))} (ok {job.stats["ok"]}, failed '
-                           f'{job.stats["failed"]})')
+    job.report.update(
+      n_done * c.optim.iterations - job.report.done,
+      info=f'images {n_done}/{sum(map(len, groups))} (ok {job.stats["ok"]}, failed {job.stats["failed"]})',
+    )
 
 
-def run_batch(job: context.Job, group: list[listing.InputItem], decoded: list[Any], resume: Optional[tuple]) -> None:
+def run_batch(
+  job: context.Job, group: list[listing.InputItem], decoded: list[Any], resume: Optional[tuple]
+) -> None:
   """Optimises one batch and records its results (``resume``: (step, meta) of its checkpoint)."""
   t0 = time.time()
   done_names = set(job.manifest.load_done().keys()) if resume is not None else set()
@@ -263,8 +315,9 @@ def run_batch(job: context.Job, group: list[listing.InputItem], decoded: list[An
     logging.exception('batch of %d images failed', len(ok_items))
     for it in ok_items:
       if it.name not in done_names:
-        results.record(job, it, status='error', seconds=0.0,
-                       error=f'{it.path}: inversion failed ({type(e).__name__}: {e})')
+        results.record(
+          job, it, status='error', seconds=0.0, error=f'{it.path}: inversion failed ({type(e).__name__}: {e})'
+        )
     job.ckpt.discard()
     return
   seconds = (time.time() - t0) / len(ok_items)
@@ -274,21 +327,30 @@ def run_batch(job: context.Job, group: list[listing.InputItem], decoded: list[An
   job.ckpt.discard()
 
 
-def _optimise(job: context.Job, items: list[listing.InputItem], arrays: np.ndarray, resume: Optional[tuple]) -> dict:
+def _optimise(
+  job: context.Job, items: list[listing.InputItem], arrays: np.ndarray, resume: Optional[tuple]
+) -> dict:
   """init_state / run_steps in checkpointed chunks / finalize of one batch -> host results."""
   c = job.cfg
   n = len(items)
   batch_shape = resume[1]['batch_shape'] if resume is not None else job.batch_shape
   targets = mesh.shard_batch(mesh.pad_batch(arrays, batch_shape), job.mesh)
-  keys = mesh.shard_batch(mesh.pad_batch(listing.image_keys(c.seed, [it.name for it in items]), batch_shape),
-                          job.mesh)
+  keys = mesh.shard_batch(
+    mesh.pad_batch(listing.image_keys(c.seed, [it.name for it in items]), batch_shape), job.mesh
+  )
   aux = None if job.known is None else np.asarray(job.known)
   # init_state's key-independent leaves (weights, optimizer state, step, history) come out replicated;
   # laying the whole state out over 'data' keeps every device on its own images only (otherwise XLA
   # recomputes the replicated parts of the batch on every device).
-  state = mesh.shard_batch(inversion.init_state(job.gen, job.percep, targets, job.masks, c, keys, aux), job.mesh)
-  meta = {'items': [it.to_dict() for it in items], 'batch_shape': batch_shape,
-          'fingerprint': job.fingerprint, 'input_size': job.input_size}
+  state = mesh.shard_batch(
+    inversion.init_state(job.gen, job.percep, targets, job.masks, c, keys, aux), job.mesh
+  )
+  meta = {
+    'items': [it.to_dict() for it in items],
+    'batch_shape': batch_shape,
+    'fingerprint': job.fingerprint,
+    'input_size': job.input_size,
+  }
   step = 0
   if resume is not None:
     step = int(resume[0])

@@ -82,7 +82,7 @@ class Manifest:
   def append(self, record: dict) -> None:
     data = line(record)
     with self._lock:
-      if not files.is_local(self.path):   # Object stores cannot append: rewrite (atomic) the whole file.
+      if not files.is_local(self.path):  # Object stores cannot append: rewrite (atomic) the whole file.
         old = self.path.read_bytes() if self.path.exists() else b''
         files.atomic_write_bytes(self.path, old + data)
         return

@@ -21,8 +21,13 @@ class Prefetcher:
   which grain's sampler would own.)
   """
 
-  def __init__(self, groups: Sequence[Sequence[listing.InputItem]],
-               load: Callable[[listing.InputItem], np.ndarray], num_workers: int = 4, prefetch_batches: int = 2):
+  def __init__(
+    self,
+    groups: Sequence[Sequence[listing.InputItem]],
+    load: Callable[[listing.InputItem], np.ndarray],
+    num_workers: int = 4,
+    prefetch_batches: int = 2,
+  ):
     self.groups = list(groups)
     self.load = load
     self.ahead = max(0, int(prefetch_batches))

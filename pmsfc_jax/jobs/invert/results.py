@@ -36,10 +36,14 @@ def host_results(job: context.Job, result, targets) -> dict:
   a = jnp.clip((compare + 1.0) / 2.0, 0.0, 1.0)
   b = jnp.clip((targets + 1.0) / 2.0, 0.0, 1.0)
   out = {
-      'delivered': delivered, 'codes': result.codes, 'weights': result.weights,
-      'loss_history': result.loss_history, 'step': result.step,
-      'psnr': metrics.psnr(a, b), 'ssim': metrics.ssim(a, b),
-      'finite': jnp.all(jnp.isfinite(delivered), axis=(1, 2, 3)),
+    'delivered': delivered,
+    'codes': result.codes,
+    'weights': result.weights,
+    'loss_history': result.loss_history,
+    'step': result.step,
+    'psnr': metrics.psnr(a, b),
+    'ssim': metrics.ssim(a, b),
+    'finite': jnp.all(jnp.isfinite(delivered), axis=(1, 2, 3)),
   }
   if job.cfg.job.lpips:
     try:
@@ -62,24 +66,42 @@ def write_image(job: context.Job, it: listing.InputItem, j: int, host: dict, sec
   files.atomic_write_bytes(job.out / f'{it.stem}.png', images.encode_png(host['delivered'][j]))
   hist = host['loss_history'][j]
   buf = io.BytesIO()
-  np.savez(buf, codes=host['codes'][j], weights=host['weights'][j],
-           masks=np.zeros((0, 0), bool) if job.masks is None else np.asarray(job.masks),
-           loss_history=hist, step=host['step'][j], key=listing.image_keys(job.cfg.seed, [it.name])[0],
-           name=np.array(it.name), config=np.array(json.dumps(config.to_dict(job.cfg), sort_keys=True)))
+  np.savez(
+    buf,
+    codes=host['codes'][j],
+    weights=host['weights'][j],
+    masks=np.zeros((0, 0), bool) if job.masks is None else np.asarray(job.masks),
+    loss_history=hist,
+    step=host['step'][j],
+    key=listing.image_keys(job.cfg.seed, [it.name])[0],
+    name=np.array(it.name),
+    config=np.array(json.dumps(config.to_dict(job.cfg), sort_keys=True)),
+  )
   files.atomic_write_bytes(job.out / f'{it.stem}.npz', buf.getvalue())
   finite = hist[np.isfinite(hist)]
-  extra = {'psnr': _finite_or_none(host['psnr'][j]), 'ssim': _finite_or_none(host['ssim'][j]),
-           'loss': float(finite[-1]) if finite.size else None}
+  extra = {
+    'psnr': _finite_or_none(host['psnr'][j]),
+    'ssim': _finite_or_none(host['ssim'][j]),
+    'loss': float(finite[-1]) if finite.size else None,
+  }
   if 'lpips' in host:
     extra['lpips'] = _finite_or_none(host['lpips'][j])
   record(job, it, status='ok', error=None, seconds=seconds, **extra)
 
 
-def record(job: context.Job, it: listing.InputItem, status: str, error: Optional[str], seconds: float,
-           **extra: Any) -> None:
+def record(
+  job: context.Job, it: listing.InputItem, status: str, error: Optional[str], seconds: float, **extra: Any
+) -> None:
   """Appends the image's manifest line (the commit) and counts it."""
-  rec = {'name': it.name, 'stem': it.stem, 'path': it.path, 'status': status, 'error': error,
-         'seconds': round(float(seconds), 4), 'process': job.process_index}
+  rec = {
+    'name': it.name,
+    'stem': it.stem,
+    'path': it.path,
+    'status': status,
+    'error': error,
+    'seconds': round(float(seconds), 4),
+    'process': job.process_index,
+  }
   rec.update(extra)
   if status != 'ok':
     logging.error('%s', error)

@@ -18,14 +18,19 @@ from pmsfc_jax.jobs.invert import manifest
 SUMMARY = 'summary.json'
 
 
-def write_summary(out: epath.Path, items: Sequence[listing.InputItem], wall: float, job: Optional[context.Job] = None,
-                  preempted: bool = False) -> dict:
+def write_summary(
+  out: epath.Path,
+  items: Sequence[listing.InputItem],
+  wall: float,
+  job: Optional[context.Job] = None,
+  preempted: bool = False,
+) -> dict:
   """Merges all manifests into ``manifest.jsonl`` (multi-process) and writes ``summary.json``."""
   merged: dict[str, dict] = {}
   for p in sorted(out.glob('manifest*.jsonl')):
     for r in manifest.read_jsonl(p)[0]:
       old = merged.get(r['name'])
-      if old is None or (old.get('status') != 'ok' and r.get('status') == 'ok'):   # a retried success wins
+      if old is None or (old.get('status') != 'ok' and r.get('status') == 'ok'):  # a retried success wins
         merged[r['name']] = r
   if job is not None and job.process_count > 1:
     files.atomic_write_bytes(out / manifest.MANIFEST, manifest.jsonl(merged[k] for k in sorted(merged)))
@@ -39,17 +44,23 @@ def write_summary(out: epath.Path, items: Sequence[listing.InputItem], wall: flo
 
   steps = job.stats['steps'] if job is not None else 0
   summary = {
-      'total': len(listed), 'ok': len(ok), 'failed': len(failed),
-      'pending': len(listed - set(merged)),
-      'mean_psnr': mean('psnr'), 'mean_ssim': mean('ssim'), 'mean_lpips': mean('lpips'),
-      'mean_seconds': mean('seconds'),
-      'wall_seconds': round(wall, 3),
-      'images_steps_per_second_process0': round(steps / wall, 3) if wall > 0 else None,
-      'num_processes': job.process_count if job else 1,
-      'num_devices_per_process': job.mesh.shape[mesh.DATA_AXIS] if job else None,
-      'fingerprint': job.fingerprint if job else None,
-      'preempted': preempted,
-      'failures': [{'name': r['name'], 'error': r.get('error')} for r in sorted(failed, key=lambda r: r['name'])],
+    'total': len(listed),
+    'ok': len(ok),
+    'failed': len(failed),
+    'pending': len(listed - set(merged)),
+    'mean_psnr': mean('psnr'),
+    'mean_ssim': mean('ssim'),
+    'mean_lpips': mean('lpips'),
+    'mean_seconds': mean('seconds'),
+    'wall_seconds': round(wall, 3),
+    'images_steps_per_second_process0': round(steps / wall, 3) if wall > 0 else None,
+    'num_processes': job.process_count if job else 1,
+    'num_devices_per_process': job.mesh.shape[mesh.DATA_AXIS] if job else None,
+    'fingerprint': job.fingerprint if job else None,
+    'preempted': preempted,
+    'failures': [
+      {'name': r['name'], 'error': r.get('error')} for r in sorted(failed, key=lambda r: r['name'])
+    ],
   }
   files.write_json(out / SUMMARY, summary)
   return summary
@@ -63,14 +74,18 @@ def format_summary(out_dir: str | os.PathLike, summary: dict, max_rows: int = 30
   for r in recs[:max_rows]:
     psnr = f'{r["psnr"]:7.2f}' if r.get('psnr') is not None else '      -'
     ssim = f'{r["ssim"]:6.3f}' if r.get('ssim') is not None else '     -'
-    lines.append(f'{r["name"][:40]:40s} {r["status"]:6s} {psnr} {ssim} {r.get("seconds", 0):7.2f}  '
-                 f'{r.get("error") or ""}')
+    lines.append(
+      f'{r["name"][:40]:40s} {r["status"]:6s} {psnr} {ssim} {r.get("seconds", 0):7.2f}  '
+      f'{r.get("error") or ""}'
+    )
   if len(recs) > max_rows:
     lines.append(f'... {len(recs) - max_rows} more rows in {epath.Path(out_dir) / manifest.MANIFEST}')
   fmt = lambda v, f: 'n/a' if v is None else format(v, f)
-  lines.append(f'total {summary["total"]}: ok {summary["ok"]}, failed {summary["failed"]}, '
-               f'pending {summary["pending"]} | mean PSNR {fmt(summary["mean_psnr"], ".2f")} dB, '
-               f'SSIM {fmt(summary["mean_ssim"], ".4f")}, LPIPS {fmt(summary["mean_lpips"], ".4f")} | '
-               f'wall {summary["wall_seconds"]:.1f} s' + (' | PREEMPTED: rerun to resume' if
-                                                          summary.get('preempted') else ''))
+  lines.append(
+    f'total {summary["total"]}: ok {summary["ok"]}, failed {summary["failed"]}, '
+    f'pending {summary["pending"]} | mean PSNR {fmt(summary["mean_psnr"], ".2f")} dB, '
+    f'SSIM {fmt(summary["mean_ssim"], ".4f")}, LPIPS {fmt(summary["mean_lpips"], ".4f")} | '
+    f'wall {summary["wall_seconds"]:.1f} s'
+    + (' | PREEMPTED: rerun to resume' if summary.get('preempted') else '')
+  )
   return '\n'.join(lines)
