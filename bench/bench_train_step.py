@@ -3,9 +3,9 @@ r"""GAN train step speed (demo PGGAN, issue #7): seconds per step, jitted step v
   python -m bench.bench_train_step                               # the shipped demo's local config
   python -m bench.bench_train_step --fmaps_base=4096 --fmaps_max=128 --scan_steps=0
 
-Times ``training.train_step`` (D step + G step + EMA) with and without R1, jitted and called from Python
-(what ``training.make_train_fn`` does), and, with ``--scan_steps=K``, the same plain step run K times
-inside one ``lax.scan`` (the usual JAX idiom, slow on XLA:CPU: see ``training.make_train_fn``).
+Times ``core/gan.py: train_step`` (D step + G step + EMA) with and without R1, jitted and called from Python
+(what ``gan.make_train_fn`` does), and, with ``--scan_steps=K``, the same plain step run K times
+inside one ``lax.scan`` (the usual JAX idiom, slow on XLA:CPU: see ``gan.make_train_fn``).
 Prints a markdown table and the device.
 """
 

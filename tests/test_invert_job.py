@@ -1,8 +1,10 @@
 """The batch inversion job (pmsfc_jax/jobs/invert/), run in-process on a tiny 16x16 generator."""
 
 import json
+import logging
 import os
 import pathlib
+import re
 import signal
 import sys
 
@@ -393,3 +395,18 @@ def test_two_hundred_images_in_one_run(assets, tmp_path):
   s = job.run(config)
   assert (s['exit_code'], s['ok'], s['failed'], s['pending']) == (0, 200, 0, 0)
   assert_complete(config.job.output_dir, names)
+
+
+def test_progress_is_reported_inside_a_batch(assets, tmp_path, caplog):
+  caplog.set_level(logging.INFO)
+  d = tmp_path / 'in'
+  write_images(d, 2)
+  config = make_config(assets, d, tmp_path / 'out', batch_size=2, checkpoint_every=0)  # one batch, 6 steps
+  job.run(config)
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('inversion ')]
+  done = [
+    int(re.match(r'inversion (\d+)/12 images\*steps \| [\d.]+ images\*steps/s, ETA ', m).group(1))
+    for m in lines
+  ]
+  assert any(0 < n < 12 for n in done), lines  # during the batch, not only when it ends
+  assert done[-1] == 12 and 'images 2/2 (ok 2, failed 0)' in lines[-1]
