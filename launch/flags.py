@@ -237,7 +237,9 @@ def start(
   script: Optional[str] = None,
   presets: Sequence[str] = (),
 ) -> None:
-  """``app.run(main)`` with the command's :func:`parser`."""
+  """``app.run(main)`` with the command's :func:`parser`; its shared flags show in its ``--helpshort``."""
+  for name in (['config'] if cls is not None else []) + list(named):
+    FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
   app.run(main, flags_parser=parser(cls, named, script, presets))
 
 
