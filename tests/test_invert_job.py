@@ -398,7 +398,7 @@ def test_two_hundred_images_in_one_run(assets, tmp_path):
 
 
 def test_progress_is_reported_inside_a_batch(assets, tmp_path, caplog):
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger='absl')
   d = tmp_path / 'in'
   write_images(d, 2)
   config = make_config(assets, d, tmp_path / 'out', batch_size=2, checkpoint_every=0)  # one batch, 6 steps

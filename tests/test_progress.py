@@ -6,7 +6,7 @@ from pmsfc_jax.io import progress
 
 
 def test_lines_at_most_every_log_every_s_and_at_the_end(caplog):
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger='absl')
   with progress.Progress(10, 'step', log_every_s=3600, done=2, bar=False) as p:
     for _ in range(8):
       p.update(1, info='loss 0.5')
@@ -18,7 +18,7 @@ def test_lines_at_most_every_log_every_s_and_at_the_end(caplog):
 
 
 def test_units_and_durations(caplog):
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger='absl')
   p = progress.Progress(4, 'inversion', 'images*steps', log_every_s=0, bar=False)
   p.update(1)
   assert caplog.records[-1].getMessage().startswith('inversion 1/4 images*steps | ')
