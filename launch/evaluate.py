@@ -17,9 +17,7 @@ from pmsfc_jax.evaluation import evaluate
 flags.DEFINE_string('reference_dir', None, 'Folder of reference (ground-truth) images.')
 flags.DEFINE_string('candidate_dir', None, 'Folder of images to evaluate.')
 flags.DEFINE_list(
-  'metrics',
-  None,
-  'Comma-separated metrics among psnr,ssim,lpips_vgg,lpips_alex,auc,niqe (default psnr,ssim,lpips_vgg).',
+  'metrics', None, 'Among psnr,ssim,lpips_vgg,lpips_alex,auc,niqe (default psnr,ssim,lpips_vgg).'
 )
 flags.DEFINE_bool('resize', None, 'Resize candidates to the reference size instead of failing.')
 flags.DEFINE_string(

@@ -61,11 +61,7 @@ flags.DEFINE_enum('affinity', None, list(config_lib.AFFINITIES), 'Affinity / clu
 flags.DEFINE_string('self_expressive_matrix', None, 'S.npy to cluster instead of training.')
 flags.DEFINE_enum('matrix_layout', None, ['paper', 'official'], 'Layout of --self_expressive_matrix.')
 flags.DEFINE_bool('distributed', None, 'Multi-host: call jax.distributed.initialize().')
-flags.DEFINE_string(
-  'coordinator_address',
-  None,
-  'host:port of process 0 (--distributed; default: $PMSFC_COORDINATOR_ADDRESS or cluster auto-detection).',
-)
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (default: env / cluster detection).')
 flags.DEFINE_integer('num_processes', None, 'Number of processes (--distributed).')
 flags.DEFINE_integer('process_id', None, 'This process index (--distributed).')
 flags.DEFINE_bool(

@@ -54,7 +54,9 @@ def test_pmsfc_matches_loop_reference(setup):
     C.pmsfc_features(gen, jnp.asarray(z), jnp.asarray(w), jnp.asarray(masks, jnp.float32), LAYER)
   )
   np.testing.assert_allclose(ours, ref, atol=1e-3, rtol=1e-3)
-  per = np.asarray(C.pmsfc_subspace_features(gen, jnp.asarray(z), jnp.asarray(w), jnp.asarray(masks), LAYER))
+  per = np.asarray(
+    C.pmsfc_features(gen, jnp.asarray(z), jnp.asarray(w), jnp.asarray(masks), LAYER, per_subspace=True)
+  )
   assert per.shape == (r,) + gen.feature_shape(LAYER)
   np.testing.assert_allclose(per.sum(0), ours, atol=1e-4)
   for ri in range(r):  # f^r is zero outside its subspace.

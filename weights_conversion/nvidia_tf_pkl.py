@@ -45,24 +45,12 @@ FORMAT = 'nvidia_tf_pkl'
 SUPPORTED_BUILD_FUNCS = ('G_paper',)
 
 # networks.G_paper defaults of progressive_growing_of_gans, used when build_module_src is unavailable.
-G_PAPER_DEFAULTS = dict(
-  num_channels=1,
-  resolution=32,
-  label_size=0,
-  fmap_base=8192,
-  fmap_decay=1.0,
-  fmap_max=512,
-  latent_size=None,
-  normalize_latents=True,
-  use_wscale=True,
-  use_pixelnorm=True,
-  pixelnorm_epsilon=1e-8,
-  use_leakyrelu=True,
-  dtype='float32',
-  fused_scale=True,
-  structure=None,
-  is_template_graph=False,
-)
+# fmt: off
+G_PAPER_DEFAULTS = dict(num_channels=1, resolution=32, label_size=0, fmap_base=8192, fmap_decay=1.0, fmap_max=512,
+                        latent_size=None, normalize_latents=True, use_wscale=True, use_pixelnorm=True,
+                        pixelnorm_epsilon=1e-8, use_leakyrelu=True, dtype='float32', fused_scale=True,
+                        structure=None, is_template_graph=False)
+# fmt: on
 
 
 def load_networks(path: str | os.PathLike) -> Any:

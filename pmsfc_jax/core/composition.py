@@ -97,20 +97,6 @@ def pmsfc_coefficients(weights: Array, masks: Array, eps: float = DEFAULT_WEIGHT
   return t / denom * masks.astype(weights.dtype)[:, None, :]
 
 
-def pmsfc_subspace_features(
-  gen: pggan.Generator,
-  codes: Array,
-  weights: Array,
-  masks: Array,
-  layer: int,
-  eps: float = DEFAULT_WEIGHT_EPS,
-) -> Array:
-  """Eq. 6: the masked composed map of every subspace, f^r: (R, H, W, C) (zero outside m^r)."""
-  feats = _g1_batch(gen, codes, layer)  # (R, K, H, W, C)
-  coef = pmsfc_coefficients(weights, masks, eps)  # (R, K, C)
-  return jnp.einsum('rkhwc,rkc->rhwc', feats, coef)
-
-
 def pmsfc_features(
   gen: pggan.Generator,
   codes: Array,
@@ -118,11 +104,16 @@ def pmsfc_features(
   masks: Array,
   layer: int,
   eps: float = DEFAULT_WEIGHT_EPS,
+  per_subspace: bool = False,
 ) -> Array:
-  """Eq. 6-7 composed features ``re-order(f^1..f^R)`` = sum_r f^r for a partition: (H, W, C)."""
-  feats = _g1_batch(gen, codes, layer)
-  coef = pmsfc_coefficients(weights, masks, eps)
-  return jnp.einsum('rkhwc,rkc->hwc', feats, coef)
+  """Eq. 6-7 composed features ``re-order(f^1..f^R)`` = sum_r f^r for a partition: (H, W, C).
+
+  ``per_subspace=True``: Eq. 6's masked composed map of every subspace, f^r: (R, H, W, C) (zero outside
+  m^r; their sum is the composition).
+  """
+  feats = _g1_batch(gen, codes, layer)  # (R, K, H, W, C)
+  coef = pmsfc_coefficients(weights, masks, eps)  # (R, K, C)
+  return jnp.einsum('rkhwc,rkc->rhwc' if per_subspace else 'rkhwc,rkc->hwc', feats, coef)
 
 
 def compose(

@@ -92,24 +92,28 @@ class TrainJob:
       )
 
 
+# The spellings of before (train_pggan's flat job keys, Adam's long names, the generator fields).
+_TRAIN_LEGACY = {
+  'optim.learning_rate': 'optim.lr',
+  'optim.beta1': 'optim.b1',
+  'optim.beta2': 'optim.b2',
+  'optim.adam_eps': 'optim.eps',
+  **{f.name: f'job.{f.name}' for f in dataclasses.fields(TrainJob)},
+  **{f'model.{k}': f'model.generator.{k}' for k in ('resolution', 'z_dim', 'fmaps_base', 'fmaps_max')},
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """GAN training of the demo generator: data, networks, optimiser (results) and the loop (job)."""
 
-  LEGACY: ClassVar[dict[str, Any]] = {
-    'optim.learning_rate': 'optim.lr',
-    'optim.beta1': 'optim.b1',
-    'optim.beta2': 'optim.b2',
-    'optim.adam_eps': 'optim.eps',
-    **{f.name: f'job.{f.name}' for f in dataclasses.fields(TrainJob)},
-    **{f'model.{k}': f'model.generator.{k}' for k in ('resolution', 'z_dim', 'fmaps_base', 'fmaps_max')},
-  }
+  LEGACY: ClassVar[dict[str, Any]] = _TRAIN_LEGACY
 
+  seed: int = 0  # network initialisation and the minibatch draws
   data: Data = Data()
   model: GanModel = GanModel()
   optim: GanOptim = GanOptim()
   job: TrainJob = TrainJob()
-  seed: int = 0
 
   def __post_init__(self):
     b = self.optim.batch_size

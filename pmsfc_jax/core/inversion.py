@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -173,11 +174,11 @@ def subspace_masks(gen: pggan.Generator, masks, cfg: config.InvertConfig) -> Opt
 
 def init_state(
   gen: pggan.Generator,
-  percep: Optional[objective.Perceptual],
+  percep,  # unused (the initial state does not depend on V): the leading arguments of run_steps / invert
   targets: Array,
   masks: Optional[Array],
   cfg: config.InvertConfigLike,
-  rngs: Any,
+  rngs: Array | np.ndarray | int,
   aux: Any = None,
 ) -> InversionState:
   """Initial codes (N(0,I) or zeros from each image's key), weights, optimizer state, empty history.
@@ -348,7 +349,7 @@ def invert(
   targets: Array,
   masks: Optional[Array],
   cfg: config.InvertConfigLike,
-  rng: Any,
+  rng: Array | np.ndarray | int,
   aux: Any = None,
   callback: Optional[StepCallback] = None,
 ) -> InversionResult:
