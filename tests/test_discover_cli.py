@@ -87,21 +87,34 @@ def test_cli_trains_clusters_and_draws(gen_dir, tmp_path):
   assert Image.open(out / 'exchange_subspace_0.png').size == (2 * 96 + 2, 2 * 96 + 2)  # 2 x 2, 16 px x6
 
 
-def test_cli_clusters_a_given_matrix_without_generator(shared_data, tmp_path):
+@pytest.mark.parametrize('diagonal', ['keep', 'zero'])
+def test_cli_clusters_a_given_matrix_without_generator(shared_data, tmp_path, diagonal):
   out = tmp_path / 'official'
+  src = shared_data / 'official' / 'bedroom_layer3_S.npy'
   _run(
-    f'--self_expressive_matrix={shared_data / "official" / "bedroom_layer3_S.npy"}',
+    f'--self_expressive_matrix={src}',
     '--matrix_layout=official',
     '--num_subspaces=6',
-    '--affinity=paper',
+    '--affinity=dsc',
+    '--seed=2',
     f'--output_dir={out}',
+    *([] if diagonal == 'keep' else ['--config.cluster.diagonal=zero']),  # 'keep' is the default
   )
   sub = subspaces.load_subspaces(out)
   assert sub.masks.shape == (6, 512) and sub.meta['source'].endswith('bedroom_layer3_S.npy')
-  assert (out / 'affinity_paper.png').is_file()
+  assert (sub.meta['diagonal'], sub.meta['alpha'], sub.meta['rho'], sub.meta['subspace_dim']) == (
+    diagonal,
+    2.0,
+    0.2,
+    6,
+  )
+  assert (out / 'affinity_dsc.png').is_file()
   assert not list(out.glob('exchange_*.png')) and not (out / 'losses.png').exists()
-  M = np.load(shared_data / 'official' / 'bedroom_layer3_S.npy')
-  np.testing.assert_array_equal(sub.S, clustering.from_official_layout(M).astype(np.float32))
+  M = np.load(src)
+  S = clustering.from_official_layout(M, diagonal)  # S.npy: the matrix as clustered, paper layout
+  np.testing.assert_array_equal(sub.S, S.astype(np.float32))
+  labels, _ = clustering.cluster(S, 6, 'dsc', seed=2, diagonal=diagonal)
+  np.testing.assert_array_equal(sub.labels, labels)
 
 
 def test_cli_rejects_a_matrix_that_does_not_fit_the_generator(gen_dir, shared_data, tmp_path):

@@ -204,10 +204,14 @@ def test_load_matrix_errors(tmp_path, array, match):
 def test_load_matrix_layouts(tmp_path):
   M = np.arange(16, dtype=np.float32).reshape(4, 4)
   np.save(tmp_path / 'S.npy', M)
-  paper = subspaces.load_matrix(tmp_path / 'S.npy')
+  paper = subspaces.load_matrix(tmp_path / 'S.npy')  # the stored diagonal kept by default
   official = subspaces.load_matrix(tmp_path / 'S.npy', layout='official')
-  np.testing.assert_array_equal(np.diag(paper), 0)
-  np.testing.assert_array_equal(official, paper.T)
+  np.testing.assert_array_equal(paper, M)
+  np.testing.assert_array_equal(official, M.T)
+  zeroed = subspaces.load_matrix(tmp_path / 'S.npy', layout='official', diagonal='zero')
+  np.testing.assert_array_equal(zeroed, M.T * (1 - np.eye(4, dtype=np.float32)))
+  with pytest.raises(ValueError, match=r"diagonal must be one of \('keep', 'zero'\), got 'no'"):
+    subspaces.load_matrix(tmp_path / 'S.npy', diagonal='no')
   with pytest.raises(FileNotFoundError, match='does not exist'):
     subspaces.load_matrix(tmp_path / 'missing.npy')
 

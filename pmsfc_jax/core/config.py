@@ -40,7 +40,8 @@ TASKS = ('reconstruct', 'colorize', 'super_resolve', 'inpaint')
 DOWNSAMPLE_METHODS = ('bilinear', 'area')
 CROPS = ('center', 'pad')
 REDUCTIONS = ('mean', 'sum')
-AFFINITIES = ('paper', 'dsc')
+AFFINITIES = ('paper', 'dsc', 'dsc_relu')  # core/clustering.py: the three routes
+DIAGONALS = ('keep', 'zero')
 
 
 # ------------------------------------------------------------------------------------------------
@@ -343,16 +344,20 @@ class SelfExpression:
 @dataclasses.dataclass(frozen=True)
 class Clustering:
   num_subspaces: int = 6  # R
-  affinity: str = 'paper'  # 'paper' ((|S|+|S^T|)/2) or 'dsc' (official post-processing)
-  rho: float = 0.2  # dsc: fraction of each column's L1 mass kept
-  subspace_dim: int = 6  # dsc: d, the SVD keeps rank d*R+1
-  alpha: float = 2.0  # dsc: power of the affinity
+  # 'paper' ((|S|+|S^T|)/2), 'dsc' (official PmSFC.py post-processing) or 'dsc_relu' (the one
+  # discover_subspace.py saves its masks with); core/clustering.py
+  affinity: str = 'paper'
+  rho: float = 0.2  # dsc routes: fraction of each column's L1 mass kept
+  subspace_dim: int = 6  # dsc routes: d, the SVD keeps rank d*R+1
+  alpha: float = 2.0  # dsc routes: power of the affinity (official command lines; argparse default 3)
+  diagonal: str = 'keep'  # dsc routes: 'keep' the matrix's stored diagonal in thrC (official) or 'zero' it
   self_expressive_matrix: str = _file()  # S.npy: skip training, cluster this matrix
   matrix_layout: str = 'paper'  # 'official' transposes a matrix saved by the official code (M = S^T)
 
   def __post_init__(self):
     _one_of(self.affinity, AFFINITIES, 'cluster.affinity')
     _one_of(self.matrix_layout, ('paper', 'official'), 'cluster.matrix_layout')
+    _one_of(self.diagonal, DIAGONALS, 'cluster.diagonal')
 
 
 @dataclasses.dataclass(frozen=True)

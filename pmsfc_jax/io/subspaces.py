@@ -44,11 +44,13 @@ class Subspaces:
 
 
 def load_matrix(
-  path: str | os.PathLike, num_channels: int | None = None, layout: str = 'paper'
+  path: str | os.PathLike, num_channels: int | None = None, layout: str = 'paper', diagonal: str = 'keep'
 ) -> np.ndarray:
-  """Reads S from ``.npy`` (never unpickles), validates it, zeroes its diagonal.
+  """Reads S from ``.npy`` (never unpickles), validates it, returns it in the paper layout, float32.
 
   ``layout='official'`` transposes a matrix saved by the official PyTorch code (``F_rec = M F``).
+  ``diagonal='keep'`` leaves the stored diagonal (the official matrices keep their 1e-4 init, which the
+  official scripts threshold with; ``core/clustering.py``), ``'zero'`` sets it to 0.
   """
   S = files.load_npy(path, 'self-expressive matrix')
   S = clustering.check_matrix(S, num_channels, name=str(path))
@@ -56,7 +58,7 @@ def load_matrix(
     S = S.T
   elif layout != 'paper':
     raise ValueError(f"matrix_layout must be 'paper' or 'official', got {layout!r}")
-  return clustering.zero_diagonal(S).astype(np.float32)
+  return clustering.apply_diagonal(S, diagonal).astype(np.float32)
 
 
 def write_subspaces(

@@ -143,7 +143,7 @@ def run(cfg: Any) -> subspaces.Subspaces:
   c = cfg.cluster
   history = None
   if c.self_expressive_matrix:
-    S = subspaces.load_matrix(c.self_expressive_matrix, num_channels, c.matrix_layout)
+    S = subspaces.load_matrix(c.self_expressive_matrix, num_channels, c.matrix_layout, c.diagonal)
     source = os.fspath(c.self_expressive_matrix)
   else:
     if gen is None:
@@ -151,10 +151,15 @@ def run(cfg: Any) -> subspaces.Subspaces:
     S, history = train(gen, cfg, out)
     source = 'trained'
   labels, aff = clustering.cluster(
-    S, c.num_subspaces, c.affinity, seed=cfg.seed, rho=c.rho, subspace_dim=c.subspace_dim, alpha=c.alpha
+    S, c.num_subspaces, c.affinity, cfg.seed, c.rho, c.subspace_dim, c.alpha, c.diagonal
   )
   meta = {
     'affinity': c.affinity,
+    **(
+      {'rho': c.rho, 'subspace_dim': c.subspace_dim, 'alpha': c.alpha, 'diagonal': c.diagonal}
+      if c.affinity != 'paper'
+      else {}
+    ),
     'seed': cfg.seed,
     'source': source,
     'generator': os.fspath(cfg.model.generator) if cfg.model.generator else None,
