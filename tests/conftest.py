@@ -1,4 +1,10 @@
-"""Shared test set-up: 4 forced CPU devices (sharding tests), the shared data folder, tiny generators."""
+"""Shared test set-up: 4 forced CPU devices (sharding tests), the data folders, tiny generators.
+
+Data outside the repository: the shared data folder (``../shared/data`` beside the repository, or
+``$PMSFC_SHARED/data``); tests that need it take the ``shared_data`` fixture and are skipped, naming the
+folder, when it is absent (README "Tests"). Small data shipped with the tests: ``tests/data`` (with its
+provenance, ``tests/data/README.md``).
+"""
 
 import os
 
@@ -14,6 +20,10 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get('PMSFC_SHARED', REPO.parent / 'shared'))
 DATA = SHARED / 'data'
+TEST_DATA = REPO / 'tests' / 'data'
+# The official PGGAN architecture (z 512, TF fmap_base 8192 = our fmaps_base 16384, fmaps_max 512, fused
+# upsampling: G_paper's defaults) at 16x16: 512 channels at layer 3, like the real 1024 / 256 models.
+OFFICIAL_STANDIN = dict(resolution=16, z_dim=512, fmaps_base=16384, fmaps_max=512, fused_scale=True)
 
 
 @pytest.fixture(scope='session')
@@ -30,3 +40,26 @@ def tiny_generator():
 
   cfg = pggan.GeneratorConfig(resolution=32, z_dim=64, fmaps_base=2048, fmaps_max=64)
   return pggan.Generator(cfg, pggan.init_params(cfg, jax.random.key(0)))
+
+
+@pytest.fixture(scope='session')
+def official_standin(tmp_path_factory) -> pathlib.Path:
+  """An NVIDIA-format TF pickle ``(G, D, Gs)`` whose Gs is a random generator of the official
+  architecture at 16x16 (``OFFICIAL_STANDIN``), written like ``karras2018iclr-*.pkl`` (tests/test_conversion.py
+  builds the TF layout from the independent PyTorch reference): the stand-in for the real weights."""
+  import numpy as np
+
+  from tests import reference_pggan_torch as ref
+  from tests import test_conversion as tc
+
+  a = OFFICIAL_STANDIN
+  model = ref.random_model(a['resolution'], a['z_dim'], a['fmaps_base'], a['fmaps_max'], a['fused_scale'])
+  kw = tc._static_kwargs(a['resolution'], a['z_dim'], a['fmaps_base'], a['fmaps_max'], a['fused_scale'])
+  gs = tc.FakeTfNetwork(
+    tc._network_state('Gs', tc.tf_variables_from_torch(model.state_dict(), a['resolution']), kw)
+  )
+  stub = tc.FakeTfNetwork(tc._network_state('D', [('4x4/Conv/weight', np.ones((1,), np.float32))], {}))
+  path = tmp_path_factory.mktemp('official') / 'karras2018iclr-standin-16x16.pkl'
+  with pytest.MonkeyPatch.context() as mp:
+    tc._dump_tf_pickle(path, (stub, stub, gs), 4, 'tfutil', mp)
+  return path

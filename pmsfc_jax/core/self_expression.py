@@ -13,17 +13,41 @@ times. S is then clustered (:mod:`pmsfc_jax.core.clustering`) into R subspaces (
 This module is the pure math (one jitted, sharded chunk of steps and the in-memory loop);
 ``jobs/discover.py`` adds checkpoints, preemption, progress, clustering and the subspace folder.
 
-What the official PyTorch code (``self_express_gan2.py``) does, and what is configurable here:
+The paper vs the official training script, and what is followed here. The official S-training script is
+``discover_subspace.py`` (guanyuelee/PmSFC @ f26cbb46; called ``self_express_gan2.py`` until commit
+f814667, lines 1-351 unchanged). Its loss (``discover_subspace.py:140-160``) is
+``mean((F - F_rec)^2) + beta0 * mean((X - X_rec)^2) + beta1 * sparse`` with
 
-* Adam lr 1e-4, betas (0.9, 0.999) (paper), lambda = ``beta0`` = 10, mu = ``beta1`` = 1 (paper);
-* batch of 4 fresh z ~ N(0, I) per iteration (``optim.batch_size``, default 4);
-* S initialised to a constant 1e-4 (``optim.init_value``; the official diagonal keeps 1e-4 but is
-  masked in the forward pass; here it is stored as 0);
-* every term is a ``torch.mean`` over all its elements (``optim.reduction='mean'``, the default). The
-  paper's norms are sums: ``reduction='sum'`` gives per-sample squared norms averaged over the batch for
-  L_recF and L_recD, and the plain sum of |S| for the L1 term;
-* its matrix is stored transposed (``F_rec = M F`` with channels as rows, M = S^T);
-  :func:`pmsfc_jax.clustering.from_official_layout` converts.
+===================  ==========================================  ===================================
+setting              paper ("Experimental Setup", Eq. 5)         official defaults (argparse)
+===================  ==========================================  ===================================
+iterations           3000                                        10000 (``:321-322``)
+lambda (L_recD)      10                                          ``beta0`` = 1.0 (``:344-345``)
+mu (sparsity)        1                                           ``beta1`` = 1.0 (``:346-347``)
+sparsity term        ``||S||_1``                                 ``'L2'``: ``mean(S_off^2)`` (``:320``,
+                                                                 ``:151-154``; ``'L1'`` = ``mean|S_off|``)
+optimiser            Adam lr 1e-4, betas (0.9, 0.999)            the same (``:316-319``, ``:124-125``)
+batch                not given                                   4 fresh z ~ N(0, I) per step (``:142``)
+===================  ==========================================  ===================================
+
+Here the defaults follow the PAPER (``config.SelfExpression``: 3000 iterations, lambda = 10, mu = 1, an
+L1 sparsity) and the official code where the paper is silent:
+
+* batch of 4 fresh z ~ N(0, I) per iteration (``optim.batch_size``);
+* S initialised to a constant 1e-4 (``optim.init_value``; ``discover_subspace.py:114``). The official
+  diagonal keeps 1e-4 but is masked in the forward pass (``:145``); here it is stored as 0;
+* every term is a ``torch.mean`` over all its elements (``optim.reduction='mean'``, the default; the L1
+  mean runs over all C^2 entries, the masked diagonal included, as officially). The paper's norms are
+  sums: ``reduction='sum'`` gives per-sample squared norms averaged over the batch for L_recF and
+  L_recD, and the plain sum of |S| for the L1 term;
+* its matrix is stored transposed (``F_rec = M F`` with channels as rows, M = S^T; ``:144-146``);
+  :func:`pmsfc_jax.core.clustering.from_official_layout` converts.
+
+To run the official defaults instead: ``optim.lam=1``, ``optim.iterations=10000`` (an L2 sparsity is
+not offered). The official README command (``README.md:51-57``: 200 iterations, ``--sparse_type=L1``,
+``--power=2.0``) does not run as published: the script's strict ``parse_args`` (``:348``) rejects its
+``--init_type --cluster_numbers --subspace_dimension``. The released matrices are early snapshots of
+such a run (``docs/discovery.md``: barely trained).
 
 Data parallelism: the global batch is sharded over a 1-D ``('data',)`` mesh (``jax.make_mesh`` +
 ``NamedSharding``), S and the optimizer state are replicated, and XLA averages the gradients. The latent

@@ -108,8 +108,12 @@ def resolve_asset(name_or_path: str | os.PathLike, kind: str = 'generator') -> e
     if candidate.exists():
       return candidate
     if not epath.Path(s).exists():
-      shipped = sorted(p.name for p in ASSETS_DIR.iterdir()) if ASSETS_DIR.exists() else []
-      raise FileNotFoundError(f'{kind} {s!r} is neither a directory nor a shipped model (shipped: {shipped})')
+      shipped = (
+        sorted(p.name for p in ASSETS_DIR.iterdir() if (p / kind).is_dir()) if ASSETS_DIR.exists() else []
+      )
+      raise FileNotFoundError(
+        f'{kind} {s!r} is neither a directory nor a shipped {kind} (shipped: {shipped})'
+      )
   return epath.Path(s)
 
 

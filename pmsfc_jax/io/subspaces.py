@@ -1,5 +1,11 @@
 """Subspace folders (written by ``launch.discover``, shipped as ``pmsfc_jax/assets/<name>/subspaces``).
 
+Shipped names: ``demo`` (the demo generator's, trained here), ``celebahq`` and ``bedroom`` (layer 3,
+R = 6, 512 channels: clustered from the self-expressive matrices the PmSFC authors released, for the
+official 1024x1024 CelebA-HQ / 256x256 LSUN-bedroom PGGANs; ``tools/make_official_subspaces.py``, their
+``PROVENANCE.md``). :func:`load_subspaces` given the generator (and the inversion's layer) refuses
+subspaces that do not fit it, in one line.
+
 A folder holds ``S.npy`` (C x C, paper layout), ``masks.npy`` (R x C bool), ``labels.npy`` (C,), an orbax
 checkpoint ``result/`` (S, masks, labels, history, config) and ``subspaces.json`` (layer, R, C, sizes and
 how it was made), written last: a folder that has it is complete. ``.npy`` files are never unpickled.
@@ -18,8 +24,10 @@ from etils import epath
 
 from pmsfc_jax.core import clustering
 from pmsfc_jax.core import composition
+from pmsfc_jax.core import schema
 from pmsfc_jax.io import checkpoints
 from pmsfc_jax.io import files
+from pmsfc_jax.models import pggan
 
 FORMAT_VERSION = 1
 
@@ -94,11 +102,19 @@ def write_subspaces(
   return out_dir
 
 
-def load_subspaces(dir_or_name: str | os.PathLike) -> Subspaces:
-  """A subspace folder written by ``launch.discover`` (or a shipped name like 'demo') -> Subspaces.
+def load_subspaces(
+  dir_or_name: str | os.PathLike,
+  generator: pggan.Generator | pggan.GeneratorConfig | None = None,
+  layer: int | None = None,
+) -> Subspaces:
+  """A subspace folder written by ``launch.discover`` (or a shipped name: 'demo', 'celebahq',
+  'bedroom') -> Subspaces.
 
   Reads the plain ``.npy`` files (no pickles) and ``subspaces.json``; falls back to the orbax
   ``result/`` checkpoint when the .npy files are absent. Validates that the masks partition the channels.
+  With ``layer``, the subspaces must have been found at that layer; with ``generator`` (a Generator or
+  its config), its channel count at their layer must be theirs: otherwise a ``ConfigError`` (a
+  ``ValueError``) in one line naming both.
   """
   path = checkpoints.resolve_asset(dir_or_name, 'subspaces')
   info_path = path / 'subspaces.json'
@@ -133,4 +149,36 @@ def load_subspaces(dir_or_name: str | os.PathLike) -> Subspaces:
     raise ValueError(f'{path}: labels.npy does not match masks.npy')
   if S is not None:
     S = clustering.check_matrix(S, masks.shape[1], name=str(path / 'S.npy')).astype(np.float32)
-  return Subspaces(masks=masks, labels=np.asarray(labels, np.int64), S=S, layer=int(info['layer']), meta=info)
+  sub = Subspaces(masks=masks, labels=np.asarray(labels, np.int64), S=S, layer=int(info['layer']), meta=info)
+  check_fits(sub, os.fspath(dir_or_name), generator, layer)
+  return sub
+
+
+def check_fits(
+  sub: Subspaces,
+  name: str,
+  generator: pggan.Generator | pggan.GeneratorConfig | None = None,
+  layer: int | None = None,
+) -> None:
+  """Raises ``ConfigError`` (one line) unless ``sub`` was found at ``layer`` and ``generator`` has
+  ``sub.num_channels`` channels there (each check only when given)."""
+  made_for = f' (made for {sub.meta["generator"]})' if sub.meta.get('generator') else ''
+  if layer is not None and int(layer) != sub.layer:
+    raise schema.ConfigError(
+      f'--subspaces={name}: {sub.num_subspaces} subspaces of layer {sub.layer}{made_for}, but the '
+      f'inversion composes at layer {layer} (config.model.layer)'
+    )
+  if generator is not None:
+    cfg = generator.config if isinstance(generator, pggan.Generator) else generator
+    if sub.layer > cfg.num_layers:
+      raise schema.ConfigError(
+        f'--subspaces={name}: subspaces of layer {sub.layer}{made_for}, but the generator '
+        f'({cfg.resolution}x{cfg.resolution}) has only layers 0..{cfg.num_layers}'
+      )
+    channels = pggan.feature_shape(cfg, sub.layer)[-1]
+    if channels != sub.num_channels:
+      raise schema.ConfigError(
+        f'--subspaces={name}: {sub.num_subspaces} subspaces of the {sub.num_channels} channels of layer '
+        f'{sub.layer}{made_for}, but the generator ({cfg.resolution}x{cfg.resolution}) has {channels} '
+        f'channels at layer {sub.layer}'
+      )

@@ -78,12 +78,9 @@ def demo_targets(gen, cfg: config.DemoConfig) -> tuple[list[str], np.ndarray]:
 def load_models(cfg: config.InvertConfig, subspaces: bool = True):
   """(generator, subspaces or None, V or None) of a demo / reproduce config, each loaded once."""
   gen = checkpoints.load_generator(cfg.model.generator)
-  sub = subspaces_lib.load_subspaces(cfg.model.subspaces) if subspaces else None
-  if sub is not None and sub.layer != cfg.model.layer:
-    raise ValueError(
-      f'--subspaces={cfg.model.subspaces!r} were discovered at layer {sub.layer}, '
-      f'but the inversion config uses layer {cfg.model.layer}'
-    )
+  sub = None
+  if subspaces:
+    sub = subspaces_lib.load_subspaces(cfg.model.subspaces, generator=gen, layer=cfg.model.layer)
   percep = pretrained.load_perceptual(cfg.loss.perceptual) if cfg.loss.perceptual_weight else None
   return gen, sub, percep
 

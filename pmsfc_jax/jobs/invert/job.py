@@ -78,15 +78,10 @@ def _required(cfg: config.InvertConfig) -> None:
     raise config.ConfigError('--task=inpaint needs --mask=PNG (white = hole)')
 
 
-def _subspace_masks(cfg: config.InvertConfig) -> Optional[np.ndarray]:
+def _subspace_masks(cfg: config.InvertConfig, gen) -> Optional[np.ndarray]:
   if cfg.method.name != 'pmsfc':
     return None
-  sub = subspaces.load_subspaces(cfg.model.subspaces)
-  if sub.layer != cfg.model.layer:
-    raise ValueError(
-      f'--subspaces={cfg.model.subspaces!r} were discovered at layer {sub.layer} but '
-      f'config.model.layer={cfg.model.layer}'
-    )
+  sub = subspaces.load_subspaces(cfg.model.subspaces, generator=gen, layer=cfg.model.layer)
   return np.asarray(sub.masks, bool)
 
 
@@ -115,7 +110,7 @@ def _open(cfg: config.InvertConfig, process_index: int, process_count: int) -> c
   out.mkdir(parents=True, exist_ok=True)
   gen = checkpoints.load_generator(cfg.model.generator)
   size = inversion.input_size(gen, cfg)
-  masks = _subspace_masks(cfg)
+  masks = _subspace_masks(cfg, gen)
   known = None
   if cfg.task.name == 'inpaint':
     known = masks_lib.load_inpainting_mask(
