@@ -35,7 +35,9 @@ PyTree = Any
 
 @dataclasses.dataclass(frozen=True)
 class Data:
-  folder: str = ''  # aligned CelebA JPEGs (non-commercial terms); presets.py gives the default
+  # Required: the aligned CelebA faces 000001.jpg ... (the img_align_celeba folder of the CelebA release;
+  # non-commercial research terms); the demo model used 000001-009000 (009001- are held out).
+  folder: str = ''
   first: int = 1
   last: int = 9000  # 009001-009500 are held out for evaluation
   cache: bool = True  # decoded uint8 array cached as WORKDIR/data_R.npy

@@ -23,8 +23,6 @@ Super-resolution: the paper upsamples 64x64 inputs to 1024 (factor 16).
 from __future__ import annotations
 
 import dataclasses
-import os
-import pathlib
 from typing import Any
 
 from pmsfc_jax.core import config
@@ -32,8 +30,6 @@ from pmsfc_jax.core import gan
 
 MODIFIERS = ('fast', 'local', 'paper')
 INVERT_PRESETS = config.METHODS + config.TASKS + MODIFIERS
-# The shared data folder beside the repository (issue #14 replaces this default).
-SHARED = pathlib.Path(os.environ.get('PMSFC_SHARED', pathlib.Path(__file__).resolve().parents[3] / 'shared'))
 
 
 def _replace(cfg: Any, **sections: dict) -> Any:
@@ -158,8 +154,9 @@ def discover(arg: str | None = None) -> config.DiscoverConfig:
 
 def train_pggan(arg: str | None = None) -> gan.TrainConfig:
   """A 32x32 generator with 128 channels (z 512), sized for an accelerator; ``'local'``: the shipped
-  demo model's settings, sized for a 2-core CPU (64 channels up to 16x16, 32 at 32x32)."""
-  cfg = gan.TrainConfig(data=gan.Data(folder=str(SHARED / 'data' / 'celeba_small')))
+  demo model's settings, sized for a 2-core CPU (64 channels up to 16x16, 32 at 32x32). The training
+  faces have no default: ``data.folder`` is required (``gan.Data``)."""
+  cfg = gan.TrainConfig()
   if _variant(arg, ''):
     g = dataclasses.replace(cfg.model.generator, fmaps_base=1024, fmaps_max=64)
     cfg = _replace(

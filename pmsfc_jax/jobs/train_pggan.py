@@ -104,6 +104,11 @@ def write_demo_samples(
 
 
 def load_dataset(cfg: gan.TrainConfig, workdir: epath.Path) -> np.ndarray:
+  if not cfg.data.folder:
+    raise config.ConfigError(
+      'config.data.folder is required: the folder of aligned CelebA faces 000001.jpg ... (img_align_celeba '
+      'of the CelebA release; the demo model used 000001-009000), e.g. --config.data.folder=DIR'
+    )
   paths = datasets.numbered_paths(cfg.data.folder, cfg.data.first, cfg.data.last)
   res = cfg.model.generator.resolution
   cache = (workdir / f'data_{res}.npy') if cfg.data.cache else None
