@@ -21,6 +21,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get('PMSFC_SHARED', REPO.parent / 'shared'))
 DATA = SHARED / 'data'
 TEST_DATA = REPO / 'tests' / 'data'
+# The layer-3 matrices the PmSFC authors released (tests/data/README.md).
+OFFICIAL = TEST_DATA / 'official'
 # The official PGGAN architecture (z 512, TF fmap_base 8192 = our fmaps_base 16384, fmaps_max 512, fused
 # upsampling: G_paper's defaults) at 16x16: 512 channels at layer 3, like the real 1024 / 256 models.
 OFFICIAL_STANDIN = dict(resolution=16, z_dim=512, fmaps_base=16384, fmaps_max=512, fused_scale=True)
@@ -63,3 +65,23 @@ def official_standin(tmp_path_factory) -> pathlib.Path:
   with pytest.MonkeyPatch.context() as mp:
     tc._dump_tf_pickle(path, (stub, stub, gs), 4, 'tfutil', mp)
   return path
+
+
+# Public-domain / CC0 photographs bundled in scikit-image's wheel (a dependency): natural images for
+# tests that need real pixels but no particular picture (no shared data folder needed).
+PUBLIC_IMAGES = ('astronaut', 'coffee', 'chelsea', 'rocket')
+
+
+@pytest.fixture(scope='session')
+def public_images(tmp_path_factory) -> dict[str, pathlib.Path]:
+  """``{name: PNG path}`` of scikit-image's astronaut (NASA, public domain), coffee (CC0), chelsea (CC0)
+  and rocket (SpaceX, public domain), written once as full-size RGB PNGs."""
+  import skimage.data
+  from PIL import Image
+
+  root = tmp_path_factory.mktemp('public_images')
+  out = {}
+  for name in PUBLIC_IMAGES:
+    out[name] = root / f'{name}.png'
+    Image.fromarray(getattr(skimage.data, name)()).save(out[name])
+  return out

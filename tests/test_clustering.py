@@ -10,6 +10,7 @@ from sklearn.preprocessing import normalize
 
 from pmsfc_jax.core import clustering as cl
 from pmsfc_jax.core import composition
+from tests.conftest import OFFICIAL
 
 # ----------------------------------------------------------------------------------------------------
 # The official functions, transcribed (guanyuelee/PmSFC @ f26cbb46; not importable here: torch/CUDA
@@ -175,8 +176,8 @@ OFFICIAL_MAX_MOVE = {'celebahq': 0.0052074, 'bedroom': 0.0132503}
 
 
 @pytest.mark.parametrize('name', sorted(OFFICIAL_MAX_MOVE))
-def test_official_matrices_are_barely_trained(shared_data, name):
-  M = np.load(shared_data / 'official' / f'{name}_layer3_S.npy')
+def test_official_matrices_are_barely_trained(name):
+  M = np.load(OFFICIAL / f'{name}_layer3_S.npy')
   assert M.shape == (512, 512) and M.dtype == np.float32
   np.testing.assert_array_equal(np.diag(M), np.float32(1e-4))  # the init, never trained (masked)
   off = ~np.eye(512, dtype=bool)
@@ -185,8 +186,8 @@ def test_official_matrices_are_barely_trained(shared_data, name):
 
 @pytest.mark.parametrize('name', ['celebahq', 'bedroom'])
 @pytest.mark.parametrize('route', ['dsc', 'dsc_relu'])
-def test_routes_match_official_on_official_matrices(shared_data, name, route):
-  M = np.load(shared_data / 'official' / f'{name}_layer3_S.npy')
+def test_routes_match_official_on_official_matrices(name, route):
+  M = np.load(OFFICIAL / f'{name}_layer3_S.npy')
   ref_labels, ref_L = official_route(M, route, seed=3)
   labels, aff = cl.cluster(cl.from_official_layout(M, 'keep'), 6, route, seed=3)
   np.testing.assert_allclose(aff, ref_L, atol=1e-9)
@@ -198,10 +199,10 @@ def test_routes_match_official_on_official_matrices(shared_data, name, route):
   )
 
 
-def test_official_diagonal_changes_the_released_partitions(shared_data):
+def test_official_diagonal_changes_the_released_partitions():
   """Why 'keep' is the default: zeroing the 1e-4 diagonal changes the affinity of the released bedroom
   matrix by ~0.18 (audit: 0.180; CelebA-HQ 0.032)."""
-  M = np.load(shared_data / 'official' / 'bedroom_layer3_S.npy')
+  M = np.load(OFFICIAL / 'bedroom_layer3_S.npy')
   S = cl.from_official_layout(M, 'keep')
   diff = np.abs(cl.dsc_affinity(S, 6) - cl.dsc_affinity(S, 6, diagonal='zero')).max()
   assert 0.1 < diff < 0.3
@@ -209,8 +210,8 @@ def test_official_diagonal_changes_the_released_partitions(shared_data):
 
 @pytest.mark.parametrize('name', ['celebahq', 'bedroom'])
 @pytest.mark.parametrize('method', ['paper', 'dsc', 'dsc_relu'])
-def test_official_matrices_cluster_deterministically(shared_data, name, method):
-  M = np.load(shared_data / 'official' / f'{name}_layer3_S.npy')
+def test_official_matrices_cluster_deterministically(name, method):
+  M = np.load(OFFICIAL / f'{name}_layer3_S.npy')
   S = cl.from_official_layout(M, 'keep')
   labels, aff = cl.cluster(S, 6, method, seed=3)
   masks = composition.check_masks(cl.masks_from_labels(labels, 6), 512)

@@ -14,6 +14,7 @@ from pmsfc_jax.core import clustering
 from pmsfc_jax.io import checkpoints
 from pmsfc_jax.io import subspaces
 from pmsfc_jax.models import pggan
+from tests.conftest import OFFICIAL
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -88,9 +89,9 @@ def test_cli_trains_clusters_and_draws(gen_dir, tmp_path):
 
 
 @pytest.mark.parametrize('diagonal', ['keep', 'zero'])
-def test_cli_clusters_a_given_matrix_without_generator(shared_data, tmp_path, diagonal):
+def test_cli_clusters_a_given_matrix_without_generator(tmp_path, diagonal):
   out = tmp_path / 'official'
-  src = shared_data / 'official' / 'bedroom_layer3_S.npy'
+  src = OFFICIAL / 'bedroom_layer3_S.npy'
   _run(
     f'--self_expressive_matrix={src}',
     '--matrix_layout=official',
@@ -117,10 +118,10 @@ def test_cli_clusters_a_given_matrix_without_generator(shared_data, tmp_path, di
   np.testing.assert_array_equal(sub.labels, labels)
 
 
-def test_cli_rejects_a_matrix_that_does_not_fit_the_generator(gen_dir, shared_data, tmp_path):
+def test_cli_rejects_a_matrix_that_does_not_fit_the_generator(gen_dir, tmp_path):
   proc = _run(
     f'--generator={gen_dir}',
-    f'--self_expressive_matrix={shared_data / "official" / "bedroom_layer3_S.npy"}',
+    f'--self_expressive_matrix={OFFICIAL / "bedroom_layer3_S.npy"}',
     f'--output_dir={tmp_path / "x"}',
     check=False,
   )

@@ -55,11 +55,11 @@ def test_pairing_rule(tmp_path):
 
 
 @pytest.fixture()
-def folders(tmp_path, shared_data):
+def folders(tmp_path, public_images):
   ref, cand = tmp_path / 'ref', tmp_path / 'cand'
   ref.mkdir(), cand.mkdir()
   faces = ['1_01.png', '3_01.png', '5_01.png', '8_01.png']
-  imgs = {n: imageio.load_image(shared_data / 'images/face' / n, size=32) for n in faces}
+  imgs = {n: imageio.load_image(public_images[p], size=32) for n, p in zip(faces, public_images)}
   for n, x in imgs.items():
     imageio.save_image(ref / n, x)
   rng = np.random.default_rng(0)

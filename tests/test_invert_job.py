@@ -354,12 +354,12 @@ def test_sigterm_saves_state_and_resume_matches_uninterrupted(assets, tmp_path, 
 
 
 @pytest.mark.parametrize('task', ['colorize', 'super_resolve', 'inpaint'])
-def test_tasks(assets, tmp_path, task, shared_data):
+def test_tasks(assets, tmp_path, task, request):
   d = tmp_path / 'in'
   write_images(d, 1, size=(16, 16))
   extra = {}
-  if task == 'inpaint':
-    extra['mask'] = str(shared_data / 'images' / 'masks' / 'mask-1.png')
+  if task == 'inpaint':  # mGANprior's soft RGBA mask (shared data: its repository has no licence)
+    extra['mask'] = str(request.getfixturevalue('shared_data') / 'images' / 'masks' / 'mask-1.png')
   if task == 'super_resolve':
     extra['factor'] = 2
   config = make_config(assets, d, tmp_path / 'out', task=task, iterations=2, checkpoint_every=0, **extra)

@@ -14,13 +14,7 @@ from pmsfc_jax.evaluation import niqe
 from pmsfc_jax.io import images as imageio
 from pmsfc_jax.io import pretrained
 from pmsfc_jax.models import lpips as lpips_model
-
-NAMES = [
-  'face/1_01.png',
-  'face/15_01.png',
-  'gan_inversion/bedroom/000567831800b62394bf55e0d03e5653ccc28734.png',
-  'colorization/church/054732919c9c5d5d7d21282d3d2289e81945c5cb.png',
-]
+from tests.conftest import TEST_DATA
 
 
 def _load(shared_data, name, size):
@@ -28,10 +22,10 @@ def _load(shared_data, name, size):
 
 
 @pytest.fixture(scope='module')
-def pairs(shared_data):
+def pairs(public_images):
   """Real 64x64 images in [0, 1] and degraded copies (noise, blur, grayscale, colour shift)."""
   rng = np.random.default_rng(0)
-  ref = np.stack([_load(shared_data, n, 64) for n in NAMES])
+  ref = np.stack([(imageio.load_image(public_images[n], size=64) + 1) / 2 for n in public_images])
   noisy = np.clip(ref[0] + rng.normal(scale=0.08, size=ref[0].shape), 0, 1)
   k = np.ones(5) / 5
   blur = np.apply_along_axis(lambda r: np.convolve(r, k, 'same'), 0, ref[1])
@@ -92,10 +86,8 @@ def test_colorization_auc_matches_reference(pairs):
 
 
 @pytest.fixture(scope='module')
-def lpips_images(shared_data):
-  return [
-    imageio.load_image(shared_data / 'lpips' / n)[None] for n in ('ex_ref.png', 'ex_p0.png', 'ex_p1.png')
-  ]
+def lpips_images():
+  return [imageio.load_image(TEST_DATA / 'lpips' / n)[None] for n in ('ex_ref.png', 'ex_p0.png', 'ex_p1.png')]
 
 
 def test_lpips_vgg_golden(lpips_images):
@@ -138,9 +130,9 @@ def _torch_lpips_alex(params, x0, x1):
   return total.numpy()
 
 
-def test_lpips_alex_matches_torch(lpips_images, shared_data):
+def test_lpips_alex_matches_torch(lpips_images, public_images):
   r, p0, p1 = lpips_images
-  face = imageio.load_image(shared_data / 'images' / NAMES[0], size=64)[None]
+  face = imageio.load_image(public_images['astronaut'], size=64)[None]
   x0, x1 = np.concatenate([r, r, face]), np.concatenate([p0, p1, r])
   params = pretrained.load_lpips_params('alex')
   ours = np.asarray(jax.jit(lpips_model.lpips_distance, static_argnums=3)(params, x0, x1, 'alex'))

@@ -21,9 +21,8 @@ def percep():
 
 
 @pytest.fixture(scope='module')
-def pair(shared_data):
-  names = ['face/1_01.png', 'gan_inversion/bedroom/000567831800b62394bf55e0d03e5653ccc28734.png']
-  target = np.stack([imageio.load_image(shared_data / 'images' / n, size=24) for n in names])
+def pair(public_images):
+  target = np.stack([imageio.load_image(public_images[n], size=24) for n in ('astronaut', 'coffee')])
   noise = np.random.default_rng(0).normal(scale=0.2, size=target.shape).astype(np.float32)
   return jnp.asarray(target), jnp.asarray(np.clip(target + noise, -1, 1))
 

@@ -6,12 +6,16 @@ import json
 
 import numpy as np
 import pytest
+import scipy
+import sklearn
+from sklearn.metrics import adjusted_rand_score
 
 from pmsfc_jax.core import clustering
 from pmsfc_jax.core import config
 from pmsfc_jax.io import checkpoints
 from pmsfc_jax.io import subspaces
 from pmsfc_jax.models import pggan
+from tests.conftest import OFFICIAL
 from tests.test_clustering import planted_official
 from tools import make_official_subspaces as make
 
@@ -39,7 +43,7 @@ def test_named_subspaces_partition_the_512_channels_of_layer_3(name):
   assert meta['generator'] == MODELS[name] and meta['source'].endswith(f'{name}/matrix/layer3/value50.pkl')
   prov = meta['provenance']
   assert prov['stability']['medoid_seed'] == meta['seed'] and meta['seed'] in prov['stability']['seeds']
-  assert 'Apache License 2.0' in prov['licence'] and len(prov['matrix_npy_sha256']) == 64
+  assert prov['licence'] == make.LICENCE and len(prov['matrix_npy_sha256']) == 64
   folder = checkpoints.resolve_asset(name, 'subspaces')
   assert (folder / 'PROVENANCE.md').exists() and not (folder / 'S.npy').exists()
   assert (folder.parent.parent / 'LICENSE-PmSFC.txt').read_text().lstrip().startswith('Apache License')
@@ -65,15 +69,24 @@ def test_mismatched_generator_is_refused_in_one_line(tiny_generator):
 
 
 @pytest.mark.parametrize('name', sorted(MODELS))
-def test_shipped_labels_are_the_official_route_at_the_recorded_seed(shared_data, name):
-  """Re-clustering the released matrix with the recorded route and seed gives the shipped partition
-  (scikit-learn / BLAS versions can in principle change ARPACK results: the versions used are recorded)."""
-  src = shared_data / 'official' / f'{name}_layer3_S.npy'
+def test_shipped_labels_are_the_official_route_at_the_recorded_seed(name):
+  """Re-clustering the released matrix (tests/data/official) with the recorded route and seed gives the
+  shipped partition: exactly with the numpy / SciPy / scikit-learn versions that made it; elsewhere
+  (ARPACK and the discretisation are not bit-reproducible across versions and BLAS) within ARI 0.95."""
+  src = OFFICIAL / f'{name}_layer3_S.npy'
   sub = subspaces.load_subspaces(name)
-  assert hashlib.sha256(src.read_bytes()).hexdigest() == sub.meta['provenance']['matrix_npy_sha256']
+  prov = sub.meta['provenance']
+  assert hashlib.sha256(src.read_bytes()).hexdigest() == prov['matrix_npy_sha256']
   S = subspaces.load_matrix(src, 512, layout='official', diagonal='keep')
   labels, _ = clustering.cluster(S, 6, 'dsc', seed=sub.meta['seed'], diagonal='keep')
-  np.testing.assert_array_equal(labels, sub.labels)
+  if (np.__version__, scipy.__version__, sklearn.__version__) == (
+    prov['numpy'],
+    prov['scipy'],
+    prov['sklearn'],
+  ):
+    np.testing.assert_array_equal(labels, sub.labels)
+  else:
+    assert adjusted_rand_score(labels, sub.labels) >= 0.95
 
 
 def test_stability_and_medoid_rule():

@@ -39,8 +39,22 @@ def _mbstd_reference(x, group_size):
 
 
 @pytest.fixture(scope='module')
-def faces(shared_data):
-  paths = data_lib.numbered_paths(shared_data / 'celeba_small', 1, 16)
+def photo_folder(public_images, tmp_path_factory):
+  """16 numbered JPEGs 000001.jpg ... (quadrant crops of the public photos), laid out like aligned CelebA."""
+  from PIL import Image
+
+  folder = tmp_path_factory.mktemp('numbered')
+  for i, (path, q) in enumerate((p, q) for p in public_images.values() for q in range(4)):
+    with Image.open(path) as im:
+      w, h = im.size
+      box = ((q % 2) * w // 2, (q // 2) * h // 2, (q % 2 + 1) * w // 2, (q // 2 + 1) * h // 2)
+      im.convert('RGB').crop(box).save(folder / f'{i + 1:06d}.jpg', quality=95)
+  return folder
+
+
+@pytest.fixture(scope='module')
+def faces(photo_folder):
+  paths = data_lib.numbered_paths(photo_folder, 1, 16)
   return data_lib.load_images(paths, RES)
 
 
@@ -130,10 +144,10 @@ def test_training_steps_decrease_losses(faces):
   )
 
 
-def _tiny_config(shared_data, total_steps):
+def _tiny_config(folder, total_steps):
   return training.TrainConfig(
     seed=3,
-    data=training.Data(folder=str(shared_data / 'celeba_small'), first=1, last=16, cache=True),
+    data=training.Data(folder=str(folder), first=1, last=16, cache=True),
     model=training.GanModel(generator=G_CFG, mbstd_group_size=4),
     optim=HP,
     job=training.TrainJob(
@@ -149,10 +163,10 @@ def _tiny_config(shared_data, total_steps):
   )
 
 
-def test_resume_equals_uninterrupted_and_export(shared_data, tmp_path):
-  full = train_pggan.train(_tiny_config(shared_data, 6), str(tmp_path / 'full'))
-  train_pggan.train(_tiny_config(shared_data, 2), str(tmp_path / 'split'))  # "killed" after step 2
-  resumed = train_pggan.train(_tiny_config(shared_data, 6), str(tmp_path / 'split'))
+def test_resume_equals_uninterrupted_and_export(photo_folder, tmp_path):
+  full = train_pggan.train(_tiny_config(photo_folder, 6), str(tmp_path / 'full'))
+  train_pggan.train(_tiny_config(photo_folder, 2), str(tmp_path / 'split'))  # "killed" after step 2
+  resumed = train_pggan.train(_tiny_config(photo_folder, 6), str(tmp_path / 'split'))
   assert int(full.step) == int(resumed.step) == 6
   chex.assert_trees_all_equal(full, resumed)
   rows = [json.loads(l) for l in (tmp_path / 'full' / 'metrics.jsonl').read_text().splitlines()]
@@ -162,7 +176,7 @@ def test_resume_equals_uninterrupted_and_export(shared_data, tmp_path):
   assert (tmp_path / 'full' / 'data_16.npy').exists()
   # Export: the EMA generator, loadable like any converted checkpoint, with the training record.
   out = train_pggan.export_generator(
-    _tiny_config(shared_data, 6), str(tmp_path / 'full'), str(tmp_path / 'gen')
+    _tiny_config(photo_folder, 6), str(tmp_path / 'full'), str(tmp_path / 'gen')
   )
   g = checkpoints.load_generator(out)
   assert g.config == G_CFG
@@ -176,7 +190,7 @@ def test_resume_equals_uninterrupted_and_export(shared_data, tmp_path):
   assert meta['steps'] == 6 and meta['images_seen'] == 6 * HP.batch_size and meta['wall_seconds'] > 0
 
 
-def test_config_errors(shared_data):
+def test_config_errors():
   with pytest.raises(
     ValueError,
     match=r'config.job.total_steps=5 must be a positive multiple of '
@@ -196,8 +210,8 @@ def test_launch_configs_build():
     presets.train_pggan('big')
 
 
-def test_load_images_uses_pipeline_and_cache(shared_data, tmp_path):
-  paths = data_lib.numbered_paths(shared_data / 'celeba_small', 1, 3)
+def test_load_images_uses_pipeline_and_cache(photo_folder, tmp_path):
+  paths = data_lib.numbered_paths(photo_folder, 1, 3)
   cache = tmp_path / 'c.npy'
   arr = data_lib.load_images(paths, 16, cache=cache)
   assert arr.dtype == np.uint8 and arr.shape == (3, 16, 16, 3)

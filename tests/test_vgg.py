@@ -33,8 +33,8 @@ def _torch_vgg_features(params, x01, layer):
 
 
 @pytest.fixture(scope='module')
-def face(shared_data):
-  return imageio.load_image(shared_data / 'images/face/1_01.png', size=36)[None]
+def face(public_images):
+  return imageio.load_image(public_images['astronaut'], size=36)[None]
 
 
 @pytest.mark.parametrize('layer', ['relu1_2', 'relu3_3', 'relu5_3'])
