@@ -2,7 +2,7 @@ r"""Prior subspace discovery CLI (paper Algorithm 1): learn S, cluster the chann
 
   python -m launch.discover --generator=demo --layer=3 --num_subspaces=6 --iterations=3000 \
       --batch_size=4 --affinity=paper --output_dir=/tmp/subspaces
-  python -m launch.discover --self_expressive_matrix=../shared/data/official/celebahq_layer3_S.npy \
+  python -m launch.discover --self_expressive_matrix=tests/data/official/celebahq_layer3_S.npy \
       --matrix_layout=official --num_subspaces=6 --affinity=dsc --output_dir=/tmp/celebahq_subspaces
 
 Flags given on the command line override ``--config`` (default ``launch/configs/discover.py``; use

@@ -102,7 +102,7 @@ def test_imports_at_module_top(path):
 
 
 @pytest.mark.parametrize(
-  'path', _sources('pmsfc_jax', 'launch', 'weights_conversion', 'examples', 'bench'), ids=_rel
+  'path', _sources('pmsfc_jax', 'launch', 'weights_conversion', 'examples', 'bench', 'tools'), ids=_rel
 )
 def test_no_module_over_the_line_cap(path):
   n = len(path.read_text().splitlines())

@@ -3,11 +3,14 @@ and the script that makes them (tools/make_official_subspaces.py)."""
 
 import hashlib
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import scipy
 import sklearn
+from PIL import Image
 from sklearn.metrics import adjusted_rand_score
 
 from pmsfc_jax.core import clustering
@@ -16,6 +19,7 @@ from pmsfc_jax.io import checkpoints
 from pmsfc_jax.io import subspaces
 from pmsfc_jax.models import pggan
 from tests.conftest import OFFICIAL
+from tests.conftest import REPO
 from tests.test_clustering import planted_official
 from tools import make_official_subspaces as make
 
@@ -127,3 +131,21 @@ def test_script_packages_a_matrix(tmp_path):
   assert set(stab['routes']) == {'dsc/keep', 'dsc/zero', 'dsc_relu/keep', 'paper/keep'}
   text = (out / 'tiny' / 'subspaces' / 'PROVENANCE.md').read_text()
   assert f'--seed={sub.meta["seed"]}' in text and '| seed | ARI to the chosen partition | sizes |' in text
+
+
+def test_invert_cli_refuses_subspaces_of_another_generator(tmp_path):
+  """launch.invert with the shipped demo generator (64 channels at layer 3) and --subspaces=celebahq."""
+  faces = tmp_path / 'faces'
+  faces.mkdir()
+  Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(faces / 'a.png')
+  p = subprocess.run(
+    [sys.executable, '-m', 'launch.invert', '--generator=demo', '--subspaces=celebahq', f'--images={faces}',
+     f'--output_dir={tmp_path / "out"}', '--preset=local'],
+    cwd=REPO, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert p.returncode == 1
+  assert (
+    '--subspaces=celebahq: 6 subspaces of the 512 channels of layer 3 (made for '
+    'karras2018iclr-celebahq-1024x1024), but the generator (32x32) has 64 channels at layer 3\n'
+  ) in p.stderr
+  assert not (tmp_path / 'out' / 'manifest.jsonl').exists()

@@ -139,12 +139,13 @@ def provenance_md(model: str, info: dict, st: dict, routes: dict) -> str:
     f'* Source: `{g["official_file"]}` of {OFFICIAL_REPO} (commit `{OFFICIAL_COMMIT}`), the layer-3 '
     f"self-expressive matrix the PmSFC authors learnt on `{info['generator']}` (NVIDIA's official PGGAN). "
     f'As `.npy` (float32 512 x 512, official layout M = S^T): sha256 `{g["matrix_npy_sha256"]}` '
-    '(not shipped; 1 MB).',
+    '(not in the package; the tests have it: tests/data/official/).',
     f'* Licence: {LICENCE}',
-    '* The matrix is BARELY TRAINED: an early snapshot of the official training (`value50`: saved every '
-    '`--report_model` iterations, discover_subspace.py:281-284), at most '
-    f'{g["max_change_from_init"]:.4g} from its constant 1e-4 init (discover_subspace.py:114), against '
-    "the paper's 3000 iterations. These masks are what the official inversion script builds from it.",
+    '* The matrix is BARELY TRAINED: an early snapshot of an official training run (the training script '
+    'saves its matrix every `--report_model` iterations, discover_subspace.py:281-284), at most '
+    f'{g["max_change_from_init"]:.4g} from its constant 1e-4 init (discover_subspace.py:114), i.e. about '
+    f"{g['max_change_from_init'] / 1e-4:.0f} Adam steps of lr 1e-4, against the paper's 3000 iterations. "
+    'These masks are what the official inversion script builds from it (up to its unseeded clustering).',
     f'* Made by `python tools/make_official_subspaces.py --matrices=DIR` (numpy {g["numpy"]}, scipy '
     f'{g["scipy"]}, scikit-learn {g["sklearn"]}, {g["platform"]}). Each seed runs:',
     '',
