@@ -40,7 +40,10 @@ CONFIG = config_flags.DEFINE_config_file(
 )
 flags.DEFINE_string('generator', None, 'Generator checkpoint directory or shipped name (e.g. demo).')
 flags.DEFINE_string(
-  'subspaces', None, 'launch.discover output directory or shipped name (not needed with --method=mganprior).'
+  'subspaces',
+  None,
+  'launch.discover output directory or shipped name: demo, celebahq, bedroom (the official generators); '
+  'not needed with --method=mganprior.',
 )
 flags.DEFINE_string('images', None, 'Directory (recursive), glob, or text file listing images.')
 flags.DEFINE_string('output_dir', None, 'Output directory.')

@@ -35,7 +35,8 @@ Three routes from S to channel labels, selectable by name (:data:`AFFINITIES`):
   ``thrC(relu(M)^T, rho)^T`` then the same ``post_proC``. It differs from ``'dsc'`` twice: negative
   coefficients are set to 0 first, and the threshold runs over the rows of M (= the columns of relu(S)).
   (Transposing back does not matter: ``post_proC`` symmetrises first.) On the released matrices the two
-  official routes disagree strongly (ARI 0.30 on CelebA-HQ, 0.01-0.03 on bedroom): 47% / 29% of their
+  official routes disagree strongly (ARI 0.36 on CelebA-HQ, 0.03 on bedroom between their medoid
+  partitions over 20 seeds; ``pmsfc_jax/assets/*/subspaces/PROVENANCE.md``): 47% / 29% of the
   off-diagonal entries are negative and relu discards them.
 
 ``diagonal`` (the ``'dsc'`` routes): ``'keep'`` (default) thresholds the matrix with the diagonal it
