@@ -11,15 +11,18 @@ process count, or restarts.
 
 Listing rules (every mode):
 * A directory is searched recursively for files with an ``images.IMAGE_EXTENSIONS`` extension (others
-  are counted in a log line); hidden names (``.x``) are skipped. A glob matches the same walk's entries
+  are counted in a log line, a folder with an image extension is logged and searched too); hidden names
+  (``.x``) are skipped. A glob matches the same walk's entries
   (``*`` / ``?`` / ``[..]`` within one path segment, ``**`` across segments; hidden names skipped); a
   folder it matches is reported in the log, or as an input error when it has an image extension (a
   folder named ``x.png`` is not silently dropped). A list file holds one path per line (relative to the
   list file; blank lines and ``#`` comments skipped); every line is an input (a missing file or a folder
   becomes that input's error when it is read).
-* Symlinked folders are followed at most once: each folder is entered once per listing, by its real
-  path, so ``self -> .`` or two links to one folder neither loop nor list a file twice (the skipped
-  link is logged).
+* Symlinked folders are followed at most once (every mode that walks folders: directory and glob): each
+  folder is entered once per listing, by its real path; a link that leads back inside the listed folder
+  (``self -> .``, ``up -> ..`` within it, a second name for a subfolder) is not followed, the folder
+  being listed under its own name; so links neither loop nor list a file twice (each skipped link is
+  logged). List files name files, one level: nothing to follow.
 * ``exclude`` (the job's output folder) is compared by real path: that folder is never entered and no
   input whose real path lies inside it is listed, however it is reached (a symlink into it included).
 * Special files (FIFOs, devices, sockets) are listed like files; reading refuses them without opening
@@ -101,9 +104,15 @@ def _real(path: str) -> Optional[str]:
 
 
 class _Walker:
-  """Entries under a folder (sorted, hidden names skipped), each folder entered once by real path."""
+  """Entries under a root folder (sorted, hidden names skipped); every folder entered at most once.
 
-  def __init__(self, exclude: Optional[str]):
+  A symlinked folder that leads inside the root is not followed (the folder it leads to is listed under
+  its own name; ``self -> .`` is one); one that leads outside is followed once per real path. A folder
+  is never entered twice (bind mounts included) and the ``exclude`` folder never.
+  """
+
+  def __init__(self, root: str, exclude: Optional[str]):
+    self.root = _real(root)
     self.exclude = exclude  # real path of a folder never entered
     self.visited: set[str] = set()
 
@@ -120,6 +129,22 @@ class _Walker:
         out.append((e.name, e.path, is_dir))
     return out
 
+  def _skip(self, path: str) -> bool:
+    """Whether the folder ``path`` must not be entered (logged)."""
+    r = _real(path)
+    if r is None:
+      return False
+    why = None
+    if r == self.exclude:
+      why = 'is the output folder'
+    elif r in self.visited:
+      why = f'leads to {r}, already listed'
+    elif os.path.islink(path) and (r == self.root or r.startswith(self.root.rstrip(os.sep) + os.sep)):
+      why = f'is a link to {r}, listed under its own name'
+    if why:
+      logging.warning('listing: %s %s: not followed', path, why)
+    return why is not None
+
   def walk(
     self, folder: str, prefix: str = '', depth: Optional[int] = None
   ) -> Iterator[tuple[str, str, bool]]:
@@ -133,17 +158,10 @@ class _Walker:
       rel = prefix + name
       if not is_dir:
         yield path, rel, False
-        continue
-      r = _real(path)
-      if r is not None and r == self.exclude:
-        logging.info('listing: %s is the output folder: not listed', path)
-        continue
-      if r is not None and r in self.visited:
-        logging.warning('listing: %s leads to %s, which is already listed: not followed again', path, r)
-        continue
-      yield path, rel, True
-      if depth is None or depth > 1:
-        yield from self.walk(path, rel + '/', None if depth is None else depth - 1)
+      elif not self._skip(path):
+        yield path, rel, True
+        if depth is None or depth > 1:
+          yield from self.walk(path, rel + '/', None if depth is None else depth - 1)
 
 
 def _match(pattern: Sequence[str], parts: Sequence[str]) -> bool:
@@ -155,11 +173,12 @@ def _match(pattern: Sequence[str], parts: Sequence[str]) -> bool:
   return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _match(pattern[1:], parts[1:])
 
 
-def _glob(spec: str, walker: _Walker) -> list[tuple[str, str]]:
+def _glob(spec: str, exclude: Optional[str]) -> list[tuple[str, str]]:
   parts = spec.split('/')
   k = next(i for i, part in enumerate(parts) if _has_magic(part))
   base = '/'.join(parts[:k]) or ('/' if spec.startswith('/') else '.')
   pattern = [p for p in parts[k:] if p]
+  walker = _Walker(base, exclude)
   depth = None if '**' in pattern else len(pattern)
   pairs, folders = [], []
   for path, rel, is_dir in walker.walk(base, depth=depth):
@@ -182,6 +201,8 @@ def _directory(spec: str, walker: _Walker) -> list[tuple[str, str]]:
   pairs, others = [], 0
   for path, rel, is_dir in walker.walk(spec):
     if is_dir:
+      if os.path.splitext(rel)[1].lower() in images.IMAGE_EXTENSIONS:
+        logging.warning('--images=%r: %s is a folder, not an image: its contents are listed', spec, rel)
       continue
     if os.path.splitext(rel)[1].lower() in images.IMAGE_EXTENSIONS:
       pairs.append((path, rel))
@@ -256,12 +277,11 @@ def list_inputs(spec: str, exclude: Optional[str] = None) -> list[InputItem]:
     raise ValueError('--images is empty: give a directory, a glob or a text file listing images')
   spec = os.fspath(spec)
   excl = _real(os.fspath(exclude)) if exclude else None
-  walker = _Walker(excl)
   root = epath.Path(spec)
   if _has_magic(spec):
-    pairs = _glob(spec, walker)
+    pairs = _glob(spec, excl)
   elif root.is_dir():
-    pairs = _directory(spec, walker)
+    pairs = _directory(spec, _Walker(spec, excl))
   elif root.is_file() and root.suffix.lower() in images.IMAGE_EXTENSIONS:
     pairs = [(spec, root.name)]
   elif root.is_file():
