@@ -20,7 +20,6 @@ lambda 10, mu 1, batch 4 (official code).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, ClassVar, Mapping, Union
 
 from pmsfc_jax.core import schema
@@ -46,13 +45,6 @@ AFFINITIES = ('paper', 'dsc')
 
 # ------------------------------------------------------------------------------------------------
 # Inversion (Eq. 1-2, 6-9).
-
-
-def _positive(value: float, key: str) -> None:
-  """A setting that must be a finite number > 0 (a NaN, inf or non-positive one would make a run
-  that "succeeds" with meaningless results)."""
-  ok = isinstance(value, (int, float)) and math.isfinite(value) and value > 0
-  check(ok, f'{key} must be a finite number > 0, got {value!r}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +75,7 @@ class Method:
     _one_of(self.name, METHODS, 'method.name')
     _one_of(self.init, ('normal', 'zeros'), 'method.init')
     check(self.num_codes >= 1, f'config.method.num_codes must be >= 1, got {self.num_codes}')
-    _positive(self.weight_eps, 'config.method.weight_eps')
+    schema.positive(self.weight_eps, 'config.method.weight_eps')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,8 +92,7 @@ class Optim:
 
   def __post_init__(self):
     _one_of(self.optimizer, ('adam', 'sgd'), 'optim.optimizer')
-    _positive(self.lr, 'config.optim.lr (--lr)')
-    # 0 iterations would report the initial codes as a result (use inversion.init_state for those).
+    schema.positive(self.lr, 'config.optim.lr (--lr)')
     check(self.iterations >= 1, f'config.optim.iterations (--iterations) must be >= 1, got {self.iterations}')
 
 
@@ -182,9 +173,7 @@ class Job:
   num_workers: int = 4  # image decoding threads
   prefetch_batches: int = 2  # batches decoded ahead
   log_every_s: float = 30.0  # seconds between progress lines
-  # A jitted call lasts at most about this long (steps per call sized by time, core/loops.py): the bound
-  # on how late a preemption notice (SIGTERM) is acted on. 0: no time bound.
-  max_call_seconds: float = 5.0
+  max_call_seconds: float = 5.0  # bound on one jitted call = on preemption latency (core/loops.py); 0: none
   max_input_bytes: int = 256 * 2**20  # larger input files are refused before they are read
   lpips: bool = False  # also compute LPIPS against the target
   overwrite_config: bool = False  # redo everything when the output directory holds another config
@@ -198,13 +187,9 @@ class Job:
     check(self.batch_size >= 1, f'--batch_size must be >= 1, got {self.batch_size}')
     check(self.checkpoint_every >= 0, f'--checkpoint_every must be >= 0, got {self.checkpoint_every}')
     check(
-      self.chunk_size >= 0 and self.steps_per_call >= 0,
-      'config.job.chunk_size and config.job.steps_per_call must be >= 0',
+      min(self.chunk_size, self.steps_per_call, self.max_call_seconds) >= 0 and self.max_input_bytes >= 1,
+      'config.job.chunk_size, steps_per_call and max_call_seconds must be >= 0, max_input_bytes >= 1',
     )
-    check(
-      self.max_call_seconds >= 0, f'config.job.max_call_seconds must be >= 0, got {self.max_call_seconds}'
-    )
-    check(self.max_input_bytes >= 1, f'config.job.max_input_bytes must be >= 1, got {self.max_input_bytes}')
 
 
 _JOB_KEYS = tuple(f.name for f in dataclasses.fields(Job))
