@@ -23,14 +23,16 @@ from tests.test_invert_job import load_result
 from tests.test_invert_job import manifest
 from tests.test_invert_job import write_images
 
-# Runs launch.invert and prints the child's own peak RSS (KiB) on stderr, however the job exits.
+# Runs launch.invert and prints the child's own peak RSS (KiB) on stderr, however the job exits. VmHWM of
+# /proc/self/status, not getrusage's ru_maxrss: that one survives exec and would report the forking pytest.
 RSS_RUNNER = (
-  'import resource, runpy, sys\n'
+  'import runpy, sys\n'
   "sys.argv = ['launch.invert'] + sys.argv[1:]\n"
   'try:\n'
   "  runpy.run_module('launch.invert', run_name='__main__', alter_sys=True)\n"
   'finally:\n'
-  "  print(f'maxrss_kib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\n"
+  "  hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+  "  print(f'maxrss_kib={hwm}', file=sys.stderr)\n"
 )
 
 
