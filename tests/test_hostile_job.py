@@ -261,6 +261,15 @@ def test_call_sizer_bounds_calls_by_time():
   assert loops.CallSizer(0, 0.0, backend='gpu').steps(100) == 100  # no bound: the whole chunk
 
 
+def test_in_flight_keeps_the_host_one_call_ahead(monkeypatch):
+  blocked = []
+  monkeypatch.setattr(jax, 'block_until_ready', lambda x: blocked.append(int(x[0])) or x)
+  f = loops.InFlight()
+  for k in range(4):
+    f.add(jax.numpy.full((2,), k))  # the marks of calls 0..3
+  assert blocked == [0, 1, 2]  # every call but the last waited for: one call queued behind the running one
+
+
 def test_run_steps_auto_sized_calls_are_powers_of_two_and_equal_results(small, monkeypatch):  # noqa: F811
   gen, masks, targets = small
   cfg = configs.invert('pmsfc,reconstruct,local', perceptual_weight=0.0, num_codes=3, lr=0.05, iterations=40)

@@ -13,11 +13,13 @@ two calls run one step each (the first compiles; the second is timed), then call
 ``2**floor(log2(max_call_seconds / step_seconds))`` steps (timed once more at that length; halved while a
 call exceeds the bound). Call lengths are powers of two, so at most ``log2(cap) + 1`` lengths compile.
 An explicit ``steps_per_call`` is used as given (not time-bounded). The first call of each new length
-includes its compilation, which no bound covers.
+includes its compilation, which no bound covers. :class:`InFlight` keeps the host at most one call
+ahead of the device, so a notice waits for two calls at most.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from typing import Any, Callable, Optional
@@ -80,6 +82,26 @@ class CallSizer:
     else:
       self.verified = True
     self.verified = self.verified or self.cap == 1
+
+
+class InFlight:
+  """Keeps the host at most ``depth`` jitted calls ahead of the device.
+
+  Dispatch is asynchronous: left alone, the host queues call after call, and a preemption notice seen by
+  the host would wait for every queued call to run. ``add(leaf)`` after each call records a copy of one
+  (small) output leaf (a fresh buffer: the call's outputs may be donated to the next call) and blocks on
+  the copies of all but the last ``depth`` calls; so the work behind a notice is at most ``depth + 1``
+  calls, and the device still has the next call queued while the host dispatches.
+  """
+
+  def __init__(self, depth: int = 1):
+    self.depth = depth
+    self._marks: collections.deque = collections.deque()
+
+  def add(self, leaf: Any) -> None:
+    self._marks.append(jax.numpy.copy(leaf))
+    while len(self._marks) > self.depth:
+      jax.block_until_ready(self._marks.popleft())
 
 
 def timed_call(sizer: CallSizer, num_steps: int, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:

@@ -236,7 +236,7 @@ def discover_features(
     k: np.asarray(history[k], np.float32) if history else np.zeros((0,), np.float32) for k in HISTORY_KEYS
   }
   step = int(state.step)
-  sizer = loops.CallSizer(cfg.job.steps_per_call, cfg.job.max_call_seconds)
+  sizer, inflight = loops.CallSizer(cfg.job.steps_per_call, cfg.job.max_call_seconds), loops.InFlight()
   while step < hp.iterations:
     n = min(cfg.job.log_every, hp.iterations - step)
     parts, ran = [], 0
@@ -246,6 +246,7 @@ def discover_features(
         sizer, k, train_chunk, model, aux, state, rng, hp=hp, num_steps=k, mesh=mesh
       )
       parts.append(m)
+      inflight.add(m)  # the host stays one call ahead: stop() is seen within two calls
       ran += k
       if mesh.size > 1 and k < n:
         # XLA:CPU's in-process all-reduce can deadlock when several multi-device programs are in flight

@@ -5,8 +5,9 @@ give about 30 s). Inside ``with Preemption() as p:`` the signal only sets ``p.re
 it after every jitted call (calls are kept short: one step on CPU, at most ``max_call_seconds`` of steps
 on accelerators, ``core/loops.CallSizer``), saves its state, and raises :class:`Preempted`, which exits
 with ``exit_codes.PREEMPTED`` (143) so that rerunning the same command resumes. The contract of every job:
-the notice is acted on within one call plus one checkpoint save, whatever the chunk / checkpoint /
-logging cadence; a batch whose steps are all done is finished and recorded, never thrown away.
+the notice is acted on within two calls (the host is kept one call ahead of the device,
+``core/loops.InFlight``) plus one checkpoint save, whatever the chunk / checkpoint / logging cadence; a
+batch whose steps are all done is finished and recorded, never thrown away.
 Handlers are installed from the main thread only (Python's rule) and the previous ones are restored on
 exit.
 

@@ -311,11 +311,12 @@ def _optimise(
       )
       job.ckpt.discard()
   iters, every, chunk = c.optim.iterations, c.job.checkpoint_every, c.job.chunk_size
-  ran = [0]
+  ran, inflight = [0], loops.InFlight()
 
   def on_steps(k: int, st) -> bool:
     ran[0] += k
     job.report.update(k * n, wait_for=st.step)
+    inflight.add(st.step)  # the notice then waits for two calls at most, not for every queued one
     return job.preempt.requested
 
   while step < iters:
