@@ -6,7 +6,9 @@ r"""Compares a folder of results with a folder of references: PSNR, SSIM, LPIPS,
 Pairs images by file name (``x.png`` <- ``x.png`` / ``x.jpg`` / ``x_inv.png`` / ``x-result.png``; rule in
 ``pmsfc_jax/evaluation/evaluate.py`` and docs/metrics.md), writes one CSV row per reference image plus a
 mean row, and prints a markdown table. Missing / unreadable / ambiguous files are listed, not fatal. A size
-mismatch is an error naming both files unless ``--resize``. Exit status 0, or 1 on a usage error.
+mismatch is an error naming both files unless ``--resize``. PSNR of identical images is ``inf``; the mean
+row averages the finite values and counts the infinite ones. Exit status 0; 1 when no pair could be
+evaluated; 2 on a usage error (one line: unknown metric, missing folder, size mismatch).
 """
 
 from absl import flags

@@ -12,6 +12,10 @@ by ``--method`` / ``--task`` / ``--preset``) in front when no ``--config`` is gi
 (``pmsfc_jax/core/schema.py``): ``--lr=0.5`` becomes ``--config.optim.lr=0.5`` and ``--config.lr=0.5``
 becomes ``--config.optim.lr=0.5`` with a warning naming the new spelling; removed ones are refused naming
 the reason. A shared flag given to a script that does not take it is a usage error naming it.
+
+Usage errors (unknown or malformed flags, bad config values, ``app.UsageError``, the library's
+``ConfigError``) print ONE line on stderr (no traceback, no help text) and exit with
+``exit_codes.USAGE`` (2), distinct from 1 (some images failed) and 143 (preempted).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ml_collections import config_flags
 
 from pmsfc_jax.core import config as config_lib
 from pmsfc_jax.core import schema
+from pmsfc_jax.jobs import exit_codes
 from pmsfc_jax.jobs import logs
 
 FLAGS = flags.FLAGS
@@ -110,10 +115,13 @@ _STATE = {'default_config': False}
 
 
 def _fail(message: str) -> None:
-  sys.stderr.write(
-    f'FATAL Flags parsing error: {message}\nPass --helpshort or --helpfull to see help on flags.\n'
-  )
-  sys.exit(1)
+  """A usage error: one line on stderr (no traceback, no help text), exit status ``exit_codes.USAGE``."""
+  lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+  if any(line.startswith('Traceback') for line in lines):  # config_flags embeds the config file's
+    lines = [lines[0].rstrip(':'), lines[-1]]  # traceback: keep the flag and the final error only
+  message = '; '.join(lines)
+  sys.stderr.write(f'FATAL usage error: {message} (--helpshort lists the flags)\n')
+  sys.exit(exit_codes.USAGE)
 
 
 def _legacy(cls: Optional[type], args: list[str], named: Mapping[str, Any]) -> tuple[list[str], list[str]]:
@@ -169,9 +177,13 @@ def parser(
       args.insert(0, f'--config={os.path.join(CONFIGS, script + ".py")}' + (f':{tokens}' if tokens else ''))
     sys.argv = [argv[0], *args, *appended]  # config_flags reads its overrides from sys.argv.
     try:
-      return app.parse_flags_with_usage(list(sys.argv))
+      return FLAGS(list(sys.argv))
+    except flags.Error as e:
+      _fail(str(e))
     except (AttributeError, KeyError) as e:  # config_flags: an override of a key the config lacks.
       _fail(f'unknown config key {e}')
+    except (ValueError, OSError) as e:  # a config file that cannot be loaded or an unknown preset
+      _fail(f'--config: {e}')
 
   return parse
 
@@ -239,7 +251,14 @@ def start(
   """``app.run(main)`` with the command's :func:`parser`; its shared flags show in its ``--helpshort``."""
   for name in (['config'] if cls is not None else []) + list(named):
     FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
-  app.run(main, flags_parser=parser(cls, named, script, presets))
+
+  def guarded(argv: list[str]) -> Any:
+    try:
+      return main(argv)
+    except app.UsageError as e:  # absl would print the whole help text and exit 1
+      _fail(str(e))
+
+  app.run(guarded, flags_parser=parser(cls, named, script, presets))
 
 
 def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -10,8 +10,9 @@ Without ``--config`` the config is ``launch/configs/invert.py`` with the presets
 and ``--preset`` (e.g. ``fast`` / ``local``), then any ``--config.SECTION.KEY=VALUE``; named flags override
 it. With ``--config=FILE[:presets]`` the named ``--method`` / ``--task`` must agree with it. Writes
 OUT/<stem>.png, OUT/<stem>.npz, OUT/manifest.jsonl, OUT/summary.json (see pmsfc_jax/jobs/invert/ and
-docs/batch_inversion.md) and prints a summary table. Exit status: 0 all ok, 1 some images failed (or a
-usage error), 2 the output directory holds another configuration, 143 preempted (rerun to resume).
+docs/batch_inversion.md) and prints a summary table. Exit status (pmsfc_jax/jobs/exit_codes.py): 0 all
+ok, 1 some images failed or pending, 2 a usage / config / path error (one line) or an output directory
+holding another configuration, 75 the output directory is locked by another job, 143 preempted (rerun).
 """
 
 from launch import flags as launch_flags

@@ -5,7 +5,8 @@ r"""Trains the small PGGAN demo generator (issue #7), resumable; or exports its 
       --export=pmsfc_jax/assets/demo/generator --samples=docs/demo_samples.png
 
 Re-running the same command resumes from the latest checkpoint in WORKDIR/checkpoints. Writes
-WORKDIR/metrics.jsonl, WORKDIR/samples/ema_STEP.png (fixed z) and WORKDIR/config.json.
+WORKDIR/metrics.jsonl, WORKDIR/samples/ema_STEP.png (fixed z) and WORKDIR/config.json. SIGTERM / SIGINT:
+the step in progress finishes, its state is saved and the job exits with status 143 (rerun to resume).
 """
 
 from absl import flags

@@ -85,3 +85,17 @@ def public_images(tmp_path_factory) -> dict[str, pathlib.Path]:
     out[name] = root / f'{name}.png'
     Image.fromarray(getattr(skimage.data, name)()).save(out[name])
   return out
+
+
+@pytest.fixture(scope='session')
+def photo_folder(public_images, tmp_path_factory):
+  """16 numbered JPEGs 000001.jpg ... (quadrant crops of the public photos), laid out like aligned CelebA."""
+  from PIL import Image
+
+  folder = tmp_path_factory.mktemp('numbered')
+  for i, (path, q) in enumerate((p, q) for p in public_images.values() for q in range(4)):
+    with Image.open(path) as im:
+      w, h = im.size
+      box = ((q % 2) * w // 2, (q // 2) * h // 2, (q % 2 + 1) * w // 2, (q // 2 + 1) * h // 2)
+      im.convert('RGB').crop(box).save(folder / f'{i + 1:06d}.jpg', quality=95)
+  return folder

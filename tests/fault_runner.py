@@ -5,6 +5,8 @@
 sends SIGKILL (or SIGNAL) to the process the n-th time the batch job reaches ``point``:
 
 * ``chunk``: after a ``run_steps`` call (a chunk of steps between checkpoints);
+* ``call``: after one jitted call inside ``run_steps`` (one step on the per-step path, a ``lax.scan``
+  of ``steps_per_call`` steps otherwise);
 * ``checkpoint``: right after the batch state is saved;
 * ``write``: between a result file's (PNG / NPZ) temporary write and its rename;
 * ``manifest_torn``: after half of a manifest line is on disk;
@@ -38,7 +40,12 @@ def _due(spec: str, point: str):
 
 
 def _kill(sig, point: str) -> None:
-  print(f'fault_runner: sending {signal.Signals(sig).name} at {point!r}', file=sys.stderr, flush=True)
+  # The wall time lets a test measure how long the job took to act on the signal.
+  print(
+    f'fault_runner: sending {signal.Signals(sig).name} at {point!r} t={time.time():.3f}',
+    file=sys.stderr,
+    flush=True,
+  )
   os.kill(os.getpid(), sig)
   if sig == signal.SIGKILL:
     time.sleep(60)
@@ -86,6 +93,7 @@ def install(spec: str) -> None:
     append(self, record)
 
   inversion.run_steps = after(inversion.run_steps, 'chunk')
+  inversion._run_steps_jit = after(inversion._run_steps_jit, 'call')
   batch_state.BatchCheckpoint.save = after(batch_state.BatchCheckpoint.save, 'checkpoint')
   batch_state.BatchCheckpoint.discard = before(batch_state.BatchCheckpoint.discard, 'batch_done')
   files.replace = replace_result

@@ -250,9 +250,11 @@ def test_sigterm_saves_and_the_rerun_finishes_identically(tiny_generator, tiny_r
   monkeypatch.setattr(discovery, 'train_chunk', chunk_then_sigterm)
   with pytest.raises(SystemExit) as exc:
     discover_job.train(tiny_generator, _config(checkpoint_every=100, seed=0), tmp_path)
-  # The signal lands during the first chunk (log_every=10 steps, in calls of steps_per_call steps).
-  assert exc.value.code == 143 and len(calls) == 10 // loops.steps_per_call(0, 10)
-  assert (tmp_path / 'checkpoints' / '10').is_dir()  # saved at the preemption, not at checkpoint_every
+  # The signal lands during the first call of the first chunk (log_every=10 steps): the job stops after
+  # that call, not at the end of the chunk, and saves that step (not at checkpoint_every).
+  per_call = loops.steps_per_call(0, 10)
+  assert exc.value.code == 143 and len(calls) == 1
+  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit()) == [str(per_call)]
   monkeypatch.setattr(discovery, 'train_chunk', original)
   S, hist = discover_job.train(tiny_generator, _config(checkpoint_every=100, seed=0), tmp_path)
   np.testing.assert_allclose(S, S_ref, atol=1e-7)

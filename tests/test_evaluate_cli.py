@@ -149,4 +149,4 @@ def test_cli_end_to_end(folders, tmp_path):
     capture_output=True,
     text=True,
   )
-  assert bad.returncode == 1 and "unknown metric(s) ['fid']" in bad.stderr
+  assert bad.returncode == 2 and "unknown metric(s) ['fid']" in bad.stderr

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from absl import app
 from PIL import Image
 
 from pmsfc_jax.io import checkpoints
@@ -104,7 +105,7 @@ def test_generate_num_samples_seeded_and_batch_independent(converted, tiny_gener
 )
 def test_generate_bad_latents_named(latents, message, converted, tmp_path):
   np.save(tmp_path / 'z.npy', latents)
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(app.UsageError, match=message):  # one line, exit status 2 (tests/test_hostile_*)
     _run_in_process(
       [f'--generator={converted}', f'--latents={tmp_path / "z.npy"}', f'--output_dir={tmp_path}']
     )

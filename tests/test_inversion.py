@@ -47,8 +47,8 @@ def test_in_domain_recovery(small, method):
   gen, masks, targets = small
   targets = targets[:2]
   cfg = _config(method, iterations=300, chunk_size=300, num_codes=4 if method == 'pmsfc' else 12)
-  cfg0 = _config(method, iterations=0, num_codes=cfg.method.num_codes)
-  init = inversion.invert(gen, None, targets, masks, cfg0, jax.random.key(3))
+  state0 = inversion.init_state(gen, None, targets, masks, cfg, jax.random.key(3))
+  init = inversion.finalize(gen, state0, targets, masks, cfg)  # the initial codes (0 steps)
   res = inversion.invert(gen, None, targets, masks, cfg, jax.random.key(3))
   p0, p1 = _psnr(init.images, targets), _psnr(res.images, targets)
   print(method, 'PSNR initial', p0, 'final', p1)
@@ -95,7 +95,7 @@ def test_run_steps_in_chunks_equals_one_run(small, steps_per_call):
 
 def test_single_key_is_folded_per_image(small):
   gen, masks, targets = small
-  cfg = _config(iterations=0)
+  cfg = _config(iterations=1)
   s = inversion.init_state(gen, None, targets, masks, cfg, jax.random.key(9))
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(9), i))(jnp.arange(4))
   t = inversion.init_state(gen, None, targets, masks, cfg, keys)
@@ -117,8 +117,8 @@ def test_task_objective_improves(small, task):
   gen, masks, gt = small
   cfg = _config('pmsfc', task, iterations=40, chunk_size=40, factor=4, downsample='area')
   x, known = _task_inputs(gen, gt[:2], task, cfg)
-  cfg0 = _config('pmsfc', task, iterations=0, factor=4, downsample='area')
-  init = inversion.invert(gen, None, x, masks, cfg0, jax.random.key(2), aux=known)
+  state0 = inversion.init_state(gen, None, x, masks, cfg, jax.random.key(2), aux=known)
+  init = inversion.finalize(gen, state0, x, masks, cfg, aux=known)  # the initial codes (0 steps)
   res = inversion.invert(gen, None, x, masks, cfg, jax.random.key(2), aux=known)
   kn = None if known is None else jnp.asarray(known)
   p = lambda im: D.degrade(im, task, factor=4, method='area', known=kn)

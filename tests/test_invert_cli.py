@@ -50,7 +50,7 @@ def test_cli_outputs_table_and_exit_status(assets, tmp_path):  # noqa: F811
   # A conflicting --method and --config is a usage error (before any work).
   bad = [a for a in cli_args(config) if not a.startswith('--method')] + ['--method=mganprior']
   p = _run(bad)
-  assert p.returncode == 1 and '--method=mganprior conflicts with the config' in p.stderr
+  assert p.returncode == 2 and '--method=mganprior conflicts with the config' in p.stderr
   # The same output directory with a changed configuration is refused (exit 2), naming the change;
   # the presets path (no --config) builds the same config otherwise (only lr differs).
   p = _run(
@@ -79,6 +79,6 @@ def test_cli_outputs_table_and_exit_status(assets, tmp_path):  # noqa: F811
   assert 'total 5: ok 3, failed 2, pending 0' in p.stdout and 'different configuration' not in p.stderr
   # Removed keys and flags of other commands are usage errors naming them.
   p = _run(cli_args(config) + ['--config.num_subspaces=6'])
-  assert p.returncode == 1 and "'num_subspaces' no longer exists" in p.stderr
+  assert p.returncode == 2 and "'num_subspaces' no longer exists" in p.stderr
   p = _run(cli_args(config) + ['--affinity=dsc'])
-  assert p.returncode == 1 and '--affinity is not a flag of this command' in p.stderr
+  assert p.returncode == 2 and '--affinity is not a flag of this command' in p.stderr

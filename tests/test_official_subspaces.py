@@ -143,7 +143,7 @@ def test_invert_cli_refuses_subspaces_of_another_generator(tmp_path):
      f'--output_dir={tmp_path / "out"}', '--preset=local'],
     cwd=REPO, capture_output=True, text=True, timeout=300,
   )  # fmt: skip
-  assert p.returncode == 1
+  assert p.returncode == 2
   assert (
     '--subspaces=celebahq: 6 subspaces of the 512 channels of layer 3 (made for '
     'karras2018iclr-celebahq-1024x1024), but the generator (32x32) has 64 channels at layer 3\n'

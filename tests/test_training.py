@@ -39,20 +39,6 @@ def _mbstd_reference(x, group_size):
 
 
 @pytest.fixture(scope='module')
-def photo_folder(public_images, tmp_path_factory):
-  """16 numbered JPEGs 000001.jpg ... (quadrant crops of the public photos), laid out like aligned CelebA."""
-  from PIL import Image
-
-  folder = tmp_path_factory.mktemp('numbered')
-  for i, (path, q) in enumerate((p, q) for p in public_images.values() for q in range(4)):
-    with Image.open(path) as im:
-      w, h = im.size
-      box = ((q % 2) * w // 2, (q // 2) * h // 2, (q % 2 + 1) * w // 2, (q // 2 + 1) * h // 2)
-      im.convert('RGB').crop(box).save(folder / f'{i + 1:06d}.jpg', quality=95)
-  return folder
-
-
-@pytest.fixture(scope='module')
 def faces(photo_folder):
   paths = data_lib.numbered_paths(photo_folder, 1, 16)
   return data_lib.load_images(paths, RES)

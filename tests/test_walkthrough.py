@@ -137,7 +137,7 @@ def test_readme_walkthrough_on_a_stand_in(official_standin, tmp_path):
 def test_edit_errors(tmp_path):
   p = _run('-m', 'launch.edit', '--generator=demo', f'--inverted={tmp_path / "x.npz"}', '--donor=y.npz',
            '--subspace=0', f'--output={tmp_path / "e.png"}', check=False)  # fmt: skip
-  assert p.returncode == 1 and 'x.npz does not exist (a <stem>.npz written by launch.invert)' in p.stderr
+  assert p.returncode == 2 and 'x.npz does not exist (a <stem>.npz written by launch.invert)' in p.stderr
   p = _run('-m', 'launch.edit', '--generator=demo', '--inverted=x.npz', '--donor=y.npz', '--output=e.png',
            check=False)  # fmt: skip
-  assert p.returncode == 1 and '--subspace is required' in p.stderr
+  assert p.returncode == 2 and '--subspace is required' in p.stderr

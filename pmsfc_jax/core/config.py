@@ -76,6 +76,7 @@ class Method:
     _one_of(self.name, METHODS, 'method.name')
     _one_of(self.init, ('normal', 'zeros'), 'method.init')
     check(self.num_codes >= 1, f'config.method.num_codes must be >= 1, got {self.num_codes}')
+    schema.positive(self.weight_eps, 'config.method.weight_eps')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +93,8 @@ class Optim:
 
   def __post_init__(self):
     _one_of(self.optimizer, ('adam', 'sgd'), 'optim.optimizer')
-    check(self.iterations >= 0, f'config.optim.iterations must be >= 0, got {self.iterations}')
+    schema.positive(self.lr, 'config.optim.lr (--lr)')
+    check(self.iterations >= 1, f'config.optim.iterations (--iterations) must be >= 1, got {self.iterations}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +174,8 @@ class Job:
   num_workers: int = 4  # image decoding threads
   prefetch_batches: int = 2  # batches decoded ahead
   log_every_s: float = 30.0  # seconds between progress lines
+  max_call_seconds: float = 5.0  # bound on one jitted call = on preemption latency (core/loops.py); 0: none
+  max_input_bytes: int = 256 * 2**20  # larger input files are refused before they are read
   lpips: bool = False  # also compute LPIPS against the target
   overwrite_config: bool = False  # redo everything when the output directory holds another config
   retry_failed: bool = False  # retry images whose manifest line is an error
@@ -184,8 +188,8 @@ class Job:
     check(self.batch_size >= 1, f'--batch_size must be >= 1, got {self.batch_size}')
     check(self.checkpoint_every >= 0, f'--checkpoint_every must be >= 0, got {self.checkpoint_every}')
     check(
-      self.chunk_size >= 0 and self.steps_per_call >= 0,
-      'config.job.chunk_size and config.job.steps_per_call must be >= 0',
+      min(self.chunk_size, self.steps_per_call, self.max_call_seconds) >= 0 and self.max_input_bytes >= 1,
+      'config.job.chunk_size, steps_per_call and max_call_seconds must be >= 0, max_input_bytes >= 1',
     )
 
 
@@ -365,6 +369,7 @@ class DiscoverJob:
   output_dir: str = ''
   log_every: int = 100  # steps per chunk (one progress line, host sync)
   steps_per_call: int = 0  # steps per jitted lax.scan; 0 = auto: 1 on CPU (core/loops.py)
+  max_call_seconds: float = 5.0  # a jitted call lasts at most about this long (preemption bound; 0: none)
   checkpoint_every: int = 500  # orbax checkpoint of S + Adam state (resume)
   plots: bool = True
   exchange_samples: int = 4  # N: exchange grids are N x N

@@ -40,8 +40,9 @@ from pmsfc_jax.core import objective
 from pmsfc_jax.models import pggan
 
 Array = jax.Array
-# Called after every jitted call of run_steps with (steps just run, the new state): a job's progress.
-StepCallback = Callable[[int, 'InversionState'], None]
+# Called after every jitted call of run_steps with (steps just run, the new state): a job's progress and
+# preemption check; returning True stops run_steps after that call (the returned state's step says where).
+StepCallback = Callable[[int, 'InversionState'], Optional[bool]]
 
 
 def parse(cfg: config.InvertConfigLike) -> config.InvertConfig:
@@ -236,11 +237,14 @@ def run_steps(
   num_steps: int,
   aux: Any = None,
   callback: Optional[StepCallback] = None,
+  sizer: Optional[loops.CallSizer] = None,
 ) -> InversionState:
   """``num_steps`` optimisation steps of every image. DONATES ``state``'s buffers.
 
-  Dispatched ``job.steps_per_call`` steps per jitted call (``loops.steps_per_call``); ``callback(n,
-  state)`` runs after each call (asynchronously dispatched: block on ``state`` to wait for the work).
+  Dispatched ``job.steps_per_call`` steps per jitted call, auto-sized within ``job.max_call_seconds``
+  (``loops.CallSizer``; pass a job's ``sizer`` to keep its calibration across calls); ``callback(n,
+  state)`` runs after each call (asynchronously dispatched: block on ``state`` to wait for the work) and
+  stops the loop early by returning True.
   """
   cfg = parse(cfg)
   t = _check_targets(gen, targets, cfg)
@@ -258,14 +262,16 @@ def run_steps(
     )
   percep = percep if objective.uses_perceptual(cfg) else None
   x, tfeat = _objective_jit(percep, t, known, cfg)
-  per_call = loops.steps_per_call(cfg.job.steps_per_call, num_steps)
+  sizer = sizer or loops.CallSizer(cfg.job.steps_per_call, cfg.job.max_call_seconds)
   done = 0
   while done < num_steps:
-    n = min(per_call, num_steps - done)
-    state = _run_steps_jit(gen, percep, state, x, tfeat, masks=m, known=known, cfg=cfg, num_steps=n)
+    n = sizer.steps(num_steps - done)
+    state = loops.timed_call(
+      sizer, n, _run_steps_jit, gen, percep, state, x, tfeat, masks=m, known=known, cfg=cfg, num_steps=n
+    )
     done += n
-    if callback is not None:
-      callback(n, state)
+    if callback is not None and callback(n, state):
+      break
   return state
 
 
@@ -362,16 +368,19 @@ def invert(
     masks: subspace masks (R, C) (pmsfc) or None (mganprior).
     cfg: an InvertConfig (``presets.invert('pmsfc')``) or a ConfigDict / dict.
     rng: (B,) per-image keys, raw (B, 2) key data, or one key (folded per batch index).
-    aux: inpainting known-pixel masks. callback: progress, see :func:`run_steps`.
+    aux: inpainting known-pixel masks. callback: progress, see :func:`run_steps` (its return value is
+      ignored here: ``invert`` always runs every iteration).
   """
   cfg = parse(cfg)
   iterations = cfg.optim.iterations
   chunk = cfg.job.chunk_size or iterations
   state = init_state(gen, percep, targets, masks, cfg, rng, aux)
+  sizer = loops.CallSizer(cfg.job.steps_per_call, cfg.job.max_call_seconds)
+  progress = None if callback is None else lambda n, st: bool(callback(n, st)) and False  # never stops
   done = 0
   while done < iterations:
     n = min(chunk, iterations - done)
-    state = run_steps(gen, percep, state, targets, masks, cfg, n, aux, callback)
+    state = run_steps(gen, percep, state, targets, masks, cfg, n, aux, progress, sizer)
     done += n
   return finalize(gen, state, targets, masks, cfg, aux)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -51,6 +52,12 @@ def check(ok: bool, message: str) -> None:
   """Raises :class:`ConfigError` with ``message`` unless ``ok`` (for ``__post_init__`` checks)."""
   if not ok:
     raise ConfigError(message)
+
+
+def positive(value: Any, key: str) -> None:
+  """A setting that must be a finite number > 0 (NaN, inf or <= 0 would make a meaningless run)."""
+  ok = isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+  check(ok, f'{key} must be a finite number > 0, got {value!r}')
 
 
 def one_of(value: Any, allowed: tuple, key: str) -> None:

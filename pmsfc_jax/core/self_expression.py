@@ -236,6 +236,7 @@ def discover_features(
   state: DiscoveryState | None = None,
   history: dict | None = None,
   on_chunk: ChunkCallback | None = None,
+  stop: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, dict]:
   """Runs Algorithm 1 for any feature model (``model.features(aux, keys) -> (B,H,W,C)``, optional
   ``model.decode(aux, F)``). Chunks of ``job.log_every`` steps, dispatched ``job.steps_per_call`` steps
@@ -243,7 +244,9 @@ def discover_features(
 
   ``state``/``history`` resume a run; ``on_chunk(state, history, steps)`` is called after every chunk
   and may return True to stop early (preemption). Returns (S (C, C) float32 numpy, history dict of
-  per-step numpy arrays ``rec_f, rec_d, l1, total``).
+  per-step numpy arrays ``rec_f, rec_d, l1, total``). ``stop()`` is checked after every jitted call (calls
+  auto-sized within ``job.max_call_seconds``, ``loops.CallSizer``): when True the chunk ends there (its
+  ``on_chunk`` gets the steps run so far), so a preemption notice waits for one call at most.
   """
   cfg = parse(cfg)
   hp = cfg.optim
@@ -257,27 +260,31 @@ def discover_features(
     k: np.asarray(history[k], np.float32) if history else np.zeros((0,), np.float32) for k in HISTORY_KEYS
   }
   step = int(state.step)
+  sizer, inflight = loops.CallSizer(cfg.job.steps_per_call, cfg.job.max_call_seconds), loops.InFlight()
   while step < hp.iterations:
     n = min(cfg.job.log_every, hp.iterations - step)
-    per_call = loops.steps_per_call(cfg.job.steps_per_call, n)
-    parts = []
-    for _ in range(n // per_call):
-      state, m = train_chunk(model, aux, state, rng, hp=hp, num_steps=per_call, mesh=mesh)
+    parts, ran = [], 0
+    while ran < n:
+      k = sizer.steps(n - ran)
+      state, m = loops.timed_call(
+        sizer, k, train_chunk, model, aux, state, rng, hp=hp, num_steps=k, mesh=mesh
+      )
       parts.append(m)
-      if mesh.size > 1 and per_call < n:
+      inflight.add(m)  # the host stays one call ahead: stop() is seen within two calls
+      ran += k
+      if mesh.size > 1 and k < n:
         # XLA:CPU's in-process all-reduce can deadlock when several multi-device programs are in flight
         # on fewer cores than devices (observed with 4 forced devices on 2 cores): one at a time.
         jax.block_until_ready(state)
-    if n % per_call:
-      state, m = train_chunk(model, aux, state, rng, hp=hp, num_steps=n % per_call, mesh=mesh)
-      parts.append(m)
+      if stop is not None and stop():
+        break
     metrics = np.concatenate([np.asarray(p) for p in jax.device_get(parts)])
     for i, k in enumerate(HISTORY_KEYS):
       history[k] = np.concatenate([history[k], metrics[:, i]])
-    step += n
+    step += ran
     if not np.all(np.isfinite(metrics)):
       raise FloatingPointError(f'non-finite self-expressive loss at step {step}: {metrics[-1]}')
-    if on_chunk is not None and on_chunk(state, history, n):
+    if on_chunk is not None and on_chunk(state, history, ran):
       break
   S = np.asarray(jax.device_get(state.S), np.float32)
   return S, history

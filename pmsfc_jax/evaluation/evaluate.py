@@ -10,6 +10,16 @@ listed as a problem. References without a candidate, unreadable files and ambigu
 and skipped (not fatal); candidates that match no reference are listed. A size mismatch between a
 reference and its candidate is an error naming both files, unless ``resize=True`` (the candidate is
 then resized to the reference's size with Lanczos / bicubic, and the row says so).
+
+PSNR of identical images is +inf. One rule, used here and by the batch job's summary
+(``jobs/invert/summary.py``): a value is reported as ``inf`` (CSV / markdown ``inf``, JSON the string
+``"inf"``, :func:`to_json`); a mean (:func:`mean_of`) is the mean of the finite values and says how many
+infinite ones it left out (``31.20 (+1 inf)``); when every value is infinite the mean is ``inf``. NaN
+values (a metric that could not be computed) are left out of means.
+
+Exit status of ``launch.evaluate`` (:func:`run`): 0 when at least one pair was evaluated, 1 when none
+was (every pair missing, unreadable or ambiguous); usage errors (unknown metric, missing folder, size
+mismatch without ``--resize``) are ``ConfigError``: one line, status 2 (``jobs/exit_codes.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
+from pmsfc_jax.core import config
 from pmsfc_jax.evaluation import metrics
 from pmsfc_jax.evaluation import niqe as niqe_lib
 from pmsfc_jax.io import images
@@ -30,6 +41,37 @@ from pmsfc_jax.io import progress
 from pmsfc_jax.io import tables
 
 SEPARATORS = '_-.'
+INF = 'inf'  # the JSON spelling of +inf (PSNR of identical images)
+NOTHING_EVALUATED = 1  # exit status (jobs/exit_codes.SOME_FAILED; evaluation/ cannot import jobs/)
+
+
+def to_json(value) -> Optional[float | str]:
+  """A metric value for strict JSON: finite -> float, +inf -> ``"inf"``, NaN / -inf -> None."""
+  x = float(np.asarray(value).reshape(()))
+  return x if np.isfinite(x) else (INF if x == np.inf else None)
+
+
+def from_json(value) -> Optional[float]:
+  """Inverse of :func:`to_json` (None stays None)."""
+  return None if value is None else float(value)
+
+
+def mean_of(values: Sequence) -> tuple[Optional[float], int, int]:
+  """(mean, number of finite values, number of +inf values) under the module's rule: the mean of the
+  finite values, ``inf`` when all are infinite, None when there is no value."""
+  vals = [v for v in (from_json(v) for v in values) if v is not None and not np.isnan(v)]
+  finite = [v for v in vals if np.isfinite(v)]
+  n_inf = sum(1 for v in vals if v == np.inf)
+  mean = float(np.mean(finite)) if finite else (float('inf') if n_inf else None)
+  return mean, len(finite), n_inf
+
+
+def mean_text(mean: Optional[float], n_inf: int, fmt: str = '.2f') -> str:
+  """``'31.20'``, ``'31.20 (+1 inf)'``, ``'inf'`` or ``'n/a'``."""
+  if mean is None:
+    return 'n/a'
+  text = INF if mean == np.inf else format(mean, fmt)
+  return text + (f' (+{n_inf} inf)' if n_inf and mean != np.inf else '')
 
 
 class SizeMismatchError(ValueError):
@@ -179,16 +221,20 @@ def evaluate(
   return pairs, unmatched
 
 
-def mean_row(pairs: Sequence[Pair], names: Sequence[str]) -> dict[str, Optional[float]]:
-  out = {}
-  for n in names:
-    vals = [p.values[n] for p in pairs if n in p.values and np.isfinite(p.values[n])]
-    out[n] = float(np.mean(vals)) if vals else None
-  return out
+def mean_row(pairs: Sequence[Pair], names: Sequence[str]) -> dict[str, tuple[Optional[float], int, int]]:
+  """metric -> :func:`mean_of` over the evaluated pairs."""
+  return {n: mean_of([p.values[n] for p in pairs if n in p.values]) for n in names}
+
+
+def _inf_note(means: dict) -> str:
+  return '; '.join(
+    f'{n}: {k} infinite value(s) not in the mean' for n, (m, _, k) in means.items() if k and m != np.inf
+  )
 
 
 def to_csv(pairs: Sequence[Pair], names: Sequence[str]) -> str:
-  """One row per reference image plus a final ``mean`` row (over the evaluated pairs)."""
+  """One row per reference image plus a final ``mean`` row (over the evaluated pairs; infinite values
+  left out and counted in its status column, module docstring)."""
   rows = [
     [
       p.reference.name,
@@ -202,7 +248,8 @@ def to_csv(pairs: Sequence[Pair], names: Sequence[str]) -> str:
     for p in pairs
   ]
   ok = sum(1 for p in pairs if p.values)
-  rows.append(['mean', f'{ok} pairs', '', '', '', ''] + list(mean_row(pairs, names).values()))
+  means = mean_row(pairs, names)
+  rows.append(['mean', f'{ok} pairs', '', '', '', _inf_note(means)] + [m for m, _, _ in means.values()])
   return tables.csv_text(['reference', 'candidate', 'width', 'height', 'resized', 'status', *names], rows)
 
 
@@ -212,7 +259,7 @@ def to_markdown(pairs: Sequence[Pair], names: Sequence[str], max_rows: int = 50)
   ok = sum(1 for p in pairs if p.values)
   if ok > len(shown):
     rows.append([f'... ({ok - len(shown)} more)'] + [''] * len(names))
-  rows.append([f'**mean ({ok})**'] + list(mean_row(pairs, names).values()))
+  rows.append([f'**mean ({ok})**'] + [mean_text(m, k, '.4f') for m, _, k in mean_row(pairs, names).values()])
   return tables.markdown(['image', *names], rows)
 
 
@@ -228,15 +275,15 @@ def run(
 ) -> int:
   """``launch.evaluate``: evaluates, writes the CSV, prints the markdown table and the problems.
 
-  Returns the exit status: 0, or 1 on an error (printed as one line)."""
+  Returns the exit status (module docstring): 0, or 1 when no pair was evaluated; usage errors raise
+  ``config.ConfigError`` (one line, status 2)."""
   names = [m.strip() for m in metrics_names if m.strip()]
   try:
     pairs, unmatched = evaluate(
       reference_dir, candidate_dir, names, resize=resize, batch_size=batch_size, niqe_model=niqe_model
     )
   except (SizeMismatchError, ValueError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+    raise config.ConfigError(str(e)) from None
   out = epath.Path(output)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(to_csv(pairs, names))
@@ -248,5 +295,9 @@ def run(
       print(f'- {p.reference.name}: {p.status}')
     for c in unmatched:
       print(f'- candidate {c.name}: matches no reference')
-  print(f'\nwrote {out} ({sum(1 for p in pairs if p.values)} of {len(pairs)} pairs evaluated)')
+  evaluated = sum(1 for p in pairs if p.values)
+  print(f'\nwrote {out} ({evaluated} of {len(pairs)} pairs evaluated)')
+  if not evaluated:
+    print(f'error: no pair of {reference_dir} and {candidate_dir} could be evaluated', file=sys.stderr)
+    return NOTHING_EVALUATED
   return 0

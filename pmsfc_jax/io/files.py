@@ -75,9 +75,13 @@ def load_npy(path: str | os.PathLike, what: str = 'array') -> np.ndarray:
     raise FileNotFoundError(f'{what} {path} does not exist')
   try:
     with p.open('rb') as f:
-      return np.load(f, allow_pickle=False)
+      array = np.load(f, allow_pickle=False)
   except ValueError as e:
     raise ValueError(f'{what} {path}: not a plain .npy array ({e})') from None
+  if not isinstance(array, np.ndarray):  # np.load opens .npz archives too
+    array.close()
+    raise ValueError(f'{what} {path}: an .npz archive, not a plain .npy array (write it with np.save)')
+  return array
 
 
 def remove_tree(path: str | os.PathLike) -> None:

@@ -17,6 +17,12 @@ Policy (documented once, used by every job; ``launch.invert`` resizes inputs wit
   1x). Raise the limit explicitly with ``PIL.Image.MAX_IMAGE_PIXELS = ...`` if you trust your inputs.
 * Zero-byte, truncated (``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set), non-image and unreadable files
   are refused.
+* Reading (:func:`read_bytes`) is bounded: only regular files are opened (a FIFO, device or socket, also
+  behind a symlink, is refused from its ``stat`` without being opened, so it can neither block nor
+  stream forever); a file over ``max_bytes`` (``config.job.max_input_bytes``, 256 MiB by default) is
+  refused from its size, and at most ``max_bytes + 1`` bytes are ever read; the first bytes must be
+  the signature of a format of ``IMAGE_EXTENSIONS`` (PNG, JPEG, GIF, BMP, TIFF, WebP, PNM/PAM/PFM)
+  before the rest is read and decoded.
 Errors name the file and the reason (``ImageDecodeError``), so a batch job can log them and go on.
 """
 
@@ -24,13 +30,15 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Optional
+import stat
+from typing import BinaryIO, Optional
 
 import numpy as np
 from etils import epath
 from PIL import Image
 from PIL import ImageOps
 
+from pmsfc_jax.core import config
 from pmsfc_jax.io import files
 
 BACKGROUND = (255, 255, 255)
@@ -157,22 +165,90 @@ def decode(data: bytes, path='<bytes>', size: Optional[int] = None, crop: str = 
   return to_float(np.asarray(img))
 
 
-def read_bytes(path) -> bytes:
-  """Reads a file's bytes; any failure becomes an ``ImageDecodeError`` naming the file."""
-  p = epath.Path(path)
+# The first bytes of the formats of IMAGE_EXTENSIONS (PNM / PAM / PFM: 'P' + one of 1-7, f, F; WebP below).
+SIGNATURES = (
+  b'\x89PNG\r\n\x1a\n',
+  b'\xff\xd8\xff',
+  b'GIF87a',
+  b'GIF89a',
+  b'BM',
+  b'II*\x00',
+  b'MM\x00*',
+  b'II+\x00',
+  b'MM\x00+',
+)
+HEADER_BYTES = 16
+_KINDS = {
+  stat.S_IFIFO: 'a FIFO',
+  stat.S_IFCHR: 'a character device',
+  stat.S_IFBLK: 'a block device',
+  stat.S_IFSOCK: 'a socket',
+}
+
+
+def known_header(header: bytes) -> bool:
+  """Whether ``header`` (a file's first bytes) starts like an image format the jobs decode."""
+  if header.startswith(SIGNATURES) or (header[:4] == b'RIFF' and header[8:12] == b'WEBP'):
+    return True
+  return len(header) >= 2 and header[:1] == b'P' and header[1:2] in b'1234567fF'
+
+
+def _read_checked(f: BinaryIO, path, max_bytes: int) -> bytes:
+  header = f.read(HEADER_BYTES)
+  if not header:
+    raise ImageDecodeError(path, 'empty file (0 bytes)')
+  if not known_header(header):
+    raise ImageDecodeError(path, 'not an image Pillow can identify (its first bytes match no image format)')
+  data = header + f.read(max_bytes + 1 - len(header))
+  if len(data) > max_bytes:
+    raise ImageDecodeError(
+      path, f'larger than the input size limit of {max_bytes} bytes (config.job.max_input_bytes)'
+    )
+  return data
+
+
+def _read_local(path: str, max_bytes: int) -> bytes:
+  st = os.stat(path)  # follows symlinks; opens nothing
+  if stat.S_ISDIR(st.st_mode):
+    raise ImageDecodeError(path, 'cannot read: is a directory')
+  if not stat.S_ISREG(st.st_mode):
+    kind = _KINDS.get(stat.S_IFMT(st.st_mode), 'not a regular file')
+    raise ImageDecodeError(path, f'not a regular file ({kind}): not opened')
+  if st.st_size > max_bytes:
+    raise ImageDecodeError(
+      path,
+      f'{st.st_size} bytes exceeds the input size limit of {max_bytes} bytes (config.job.max_input_bytes)',
+    )
+  fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0) | getattr(os, 'O_NOCTTY', 0))
+  with os.fdopen(fd, 'rb') as f:
+    now = os.fstat(f.fileno())
+    if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+      raise ImageDecodeError(path, 'replaced while being opened: not read')
+    return _read_checked(f, path, max_bytes)
+
+
+def read_bytes(path, max_bytes: Optional[int] = None) -> bytes:
+  """A file's bytes, read within the module's bounds (regular files only, at most ``max_bytes``:
+  default ``config.Job.max_input_bytes``, header checked first); any failure becomes an
+  ``ImageDecodeError`` naming the file."""
+  max_bytes = config.Job.max_input_bytes if max_bytes is None else int(max_bytes)
   try:
-    if p.is_dir():
-      raise ImageDecodeError(path, 'cannot read: is a directory')
-    return p.read_bytes()
+    if files.is_local(path):
+      return _read_local(os.fspath(path), max_bytes)
+    with epath.Path(path).open('rb') as f:  # object stores hold no special files
+      return _read_checked(f, path, max_bytes)
   except ImageDecodeError:
     raise
   except Exception as e:  # pylint: disable=broad-except
     raise ImageDecodeError(path, f'cannot read ({type(e).__name__}: {e})') from None
 
 
-def load_image(path, size: Optional[int] = None, crop: str = 'center') -> np.ndarray:
-  """Reads an image file -> float32 (H, W, 3) in [-1, 1] (see the module policy)."""
-  return decode(read_bytes(path), path, size, crop)
+def load_image(
+  path, size: Optional[int] = None, crop: str = 'center', max_bytes: Optional[int] = None
+) -> np.ndarray:
+  """Reads an image file -> float32 (H, W, 3) in [-1, 1] (see the module policy; ``max_bytes``: the
+  input size limit, default ``config.Job.max_input_bytes``)."""
+  return decode(read_bytes(path, max_bytes), path, size, crop)
 
 
 def to_float(img_uint8: np.ndarray) -> np.ndarray:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Optional
 
 import numpy as np
 from etils import epath
 from PIL import Image
+
+from pmsfc_jax.io import images
 
 
 def load_inpainting_mask(
@@ -19,14 +22,16 @@ def load_inpainting_mask(
   ignored, as mGANprior keeps only the first 3 channels). ``size`` resizes with nearest neighbour to
   ``size x size``. ``threshold``: pixels whose hole value is > threshold are holes (binary mask, the
   default); ``None`` keeps mGANprior's soft weights ``known = 1 - value`` (anti-aliased mask edges).
+  A mask without any known pixel (an all-hole mask: loss 0 at every step) or without any hole is refused
+  (``ValueError`` naming ``--mask``): either would report a meaningless run as a success.
   """
-  p = epath.Path(path)
+  if not epath.Path(path).exists():
+    raise FileNotFoundError(f'inpainting mask {os.fspath(path)} does not exist')
   try:
-    with p.open('rb') as f:
-      img = Image.open(f)
-      img.load()
-  except FileNotFoundError:
-    raise FileNotFoundError(f'inpainting mask {os.fspath(path)} does not exist') from None
+    img = Image.open(io.BytesIO(images.read_bytes(path)))  # bounded read: regular files only
+    img.load()
+  except images.ImageDecodeError as e:
+    raise ValueError(f'inpainting mask {os.fspath(path)}: cannot be read as an image ({e.reason})') from None
   except Exception as e:  # PIL raises many types.
     raise ValueError(f'inpainting mask {os.fspath(path)}: cannot be read as an image ({e})') from None
   if img.mode in ('RGBA', 'LA', 'PA', 'P', 'I;16', 'I', 'F', '1', 'CMYK'):
@@ -37,4 +42,12 @@ def load_inpainting_mask(
   if arr.ndim == 3:
     arr = arr[..., :3].mean(-1)
   hole = arr if threshold is None else (arr > threshold).astype(np.float32)
-  return (1.0 - hole)[..., None].astype(np.float32)
+  known = (1.0 - hole)[..., None].astype(np.float32)
+  where = (
+    f'--mask={os.fspath(path)}: the inpainting mask (white = hole, at {known.shape[1]}x{known.shape[0]})'
+  )
+  if not np.any(known > 0):
+    raise ValueError(f'{where} has no known pixel: the objective would be 0 at every step')
+  if np.all(known >= 1):
+    raise ValueError(f'{where} has no hole: there is nothing to inpaint')
+  return known

@@ -3,8 +3,9 @@ clustering, the subspace folder and its pictures.
 
 ``train`` learns S with orbax checkpoints in ``OUT/checkpoints`` (S, Adam state, step, history): it
 resumes from the latest one, saves every ``job.checkpoint_every`` steps (rounded to chunks), at the end,
-and on SIGTERM (then exits with status 143 after the save); a progress line per chunk shows the losses,
-the rate and the ETA. ``run`` trains (or reads ``cluster.self_expressive_matrix``), clusters S into R
+and on SIGTERM: the notice is checked after every jitted call (``jobs/preemption.py``), the state of that
+step is saved and the job exits with status 143; the rerun continues from that step and ends equal to an
+uninterrupted run. A progress line per chunk shows the losses, the rate and the ETA. ``run`` trains (or reads ``cluster.self_expressive_matrix``), clusters S into R
 subspaces and writes ``OUT/{S,masks,labels}.npy``, ``subspaces.json``, ``result/`` and the PNGs.
 """
 
@@ -26,7 +27,6 @@ from pmsfc_jax.core import self_expression as se
 from pmsfc_jax.io import checkpoints
 from pmsfc_jax.io import progress
 from pmsfc_jax.io import subspaces
-from pmsfc_jax.jobs import exit_codes
 from pmsfc_jax.jobs import plots
 from pmsfc_jax.jobs import preemption
 from pmsfc_jax.models import pggan
@@ -114,7 +114,15 @@ def train(
         S = np.asarray(state.S, np.float32)
       else:
         S, history = se.discover_features(
-          model, gen.params, cfg, rng, mesh, state=state, history=history, on_chunk=on_chunk
+          model,
+          gen.params,
+          cfg,
+          rng,
+          mesh,
+          state=state,
+          history=history,
+          on_chunk=on_chunk,
+          stop=lambda: preempt.requested,
         )
       mngr.wait_until_finished()
     finally:
@@ -122,7 +130,7 @@ def train(
       report.close()
   if preempt.requested:
     logging.warning('SIGTERM: saved step %d to %s; rerun the same command to resume', last_saved, ckpt_dir)
-    raise SystemExit(exit_codes.PREEMPTED)
+    raise preemption.Preempted()
   if history is None:
     history = {k: np.zeros((0,), np.float32) for k in se.HISTORY_KEYS}
   return S, {k: np.asarray(v)[: hp.iterations] for k, v in history.items()}

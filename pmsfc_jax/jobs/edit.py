@@ -46,6 +46,14 @@ def load_inverted(path: str | os.PathLike) -> Inverted:
   return Inverted(arrays['codes'], arrays['weights'], arrays['masks'].astype(bool), cfg)
 
 
+def _load(flag: str, path: str) -> Inverted:
+  """``load_inverted``; an unreadable file is a usage error naming the flag (exit status 2)."""
+  try:
+    return load_inverted(path)
+  except (OSError, ValueError) as e:
+    raise config.ConfigError(f'--{flag}={path}: {e}') from None
+
+
 def run(
   generator: str, inverted: str, donor: str, subspace: int, output: str, subspaces: str | None = None
 ) -> np.ndarray:
@@ -55,7 +63,7 @@ def run(
   shipped name: needed for mGANprior results, which record none).
   """
   gen = checkpoints.load_generator(generator)
-  a, b = load_inverted(inverted), load_inverted(donor)
+  a, b = _load('inverted', inverted), _load('donor', donor)
   for what, x, y in (
     ('method', a.cfg.method, b.cfg.method),
     ('layer', a.cfg.model.layer, b.cfg.model.layer),

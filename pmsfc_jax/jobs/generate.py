@@ -16,6 +16,7 @@ import jax
 import numpy as np
 from etils import epath
 
+from pmsfc_jax.core import config
 from pmsfc_jax.io import checkpoints
 from pmsfc_jax.io import files
 from pmsfc_jax.io import images
@@ -24,14 +25,20 @@ from pmsfc_jax.models import pggan
 
 
 def load_latents(path: str | os.PathLike, z_dim: int) -> np.ndarray:
-  """Reads an .npy of shape (N, z_dim) or (z_dim,); fails naming the file on anything else."""
-  z = files.load_npy(path, '--latents')
+  """Reads an .npy of shape (N, z_dim) or (z_dim,); anything else (a missing file, an .npz archive, a
+  pickle, another shape) is a ``config.ConfigError`` naming the file (one line, exit status 2)."""
+  try:
+    z = files.load_npy(path, '--latents')
+  except (OSError, ValueError) as e:
+    raise config.ConfigError(str(e)) from None
   if z.ndim == 1:
     z = z[None]
   if z.ndim != 2 or z.shape[1] != z_dim or z.shape[0] == 0:
-    raise ValueError(f'--latents {path}: expected shape (N, {z_dim}) for this generator, got {z.shape}')
+    raise config.ConfigError(
+      f'--latents {path}: expected shape (N, {z_dim}) for this generator, got {z.shape}'
+    )
   if not np.issubdtype(z.dtype, np.floating) or not np.all(np.isfinite(z)):
-    raise ValueError(f'--latents {path}: expected finite floating-point values (dtype {z.dtype})')
+    raise config.ConfigError(f'--latents {path}: expected finite floating-point values (dtype {z.dtype})')
   return z.astype(np.float32)
 
 

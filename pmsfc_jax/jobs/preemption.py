@@ -1,10 +1,15 @@
 """THE preemption helper of every loop (batch inversion, discovery, GAN training).
 
-A scheduler preempts a job with SIGTERM (and, after a grace period, SIGKILL). Inside ``with
-Preemption() as p:`` the signal only sets ``p.requested``; the loop checks it at a safe point (after a
-chunk of steps), saves its state and stops, and the job exits with ``exit_codes.PREEMPTED`` (143) so
-that rerunning the same command resumes. Handlers are installed from the main thread only (Python's
-rule) and the previous ones are restored on exit.
+A scheduler preempts a job with SIGTERM (and, after a grace period, SIGKILL; cloud TPUs and spot VMs
+give about 30 s). Inside ``with Preemption() as p:`` the signal only sets ``p.requested``; the loop checks
+it after every jitted call (calls are kept short: one step on CPU, at most ``max_call_seconds`` of steps
+on accelerators, ``core/loops.CallSizer``), saves its state, and raises :class:`Preempted`, which exits
+with ``exit_codes.PREEMPTED`` (143) so that rerunning the same command resumes. The contract of every job:
+the notice is acted on within two calls (the host is kept one call ahead of the device,
+``core/loops.InFlight``) plus one checkpoint save, whatever the chunk / checkpoint / logging cadence; a
+batch whose steps are all done is finished and recorded, never thrown away.
+Handlers are installed from the main thread only (Python's rule) and the previous ones are restored on
+exit.
 
 Multi-host: the batch job's hosts are independent (each saves its own share), so each handles its own
 signal. A loop that runs in lockstep across hosts (discovery, training) would need all hosts to stop at
@@ -19,6 +24,19 @@ import threading
 from typing import Sequence
 
 from absl import logging
+
+from pmsfc_jax.jobs import exit_codes
+
+
+class Preempted(SystemExit):
+  """A loop stopped on a preemption notice after saving its state: exits with status 143."""
+
+  def __init__(self, message: str = 'preempted: state saved; rerun the same command to resume'):
+    super().__init__(exit_codes.PREEMPTED)
+    self.message = message
+
+  def __str__(self) -> str:
+    return self.message
 
 
 class Preemption:
@@ -38,7 +56,7 @@ class Preemption:
 
   def _handler(self, signum, frame) -> None:
     del frame
-    logging.warning('received signal %d: saving the state at the next safe point, then exiting', signum)
+    logging.warning('received signal %d: saving the state after the current call, then exiting', signum)
     self._event.set()
 
   def __enter__(self) -> 'Preemption':

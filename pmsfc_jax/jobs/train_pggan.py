@@ -1,9 +1,13 @@
 """The GAN training job of the demo generator (``launch.train_pggan``): the loop around ``core/gan.py``.
 
 ``train(cfg, workdir)`` trains (or resumes) in ``workdir``: ``checkpoints/`` (orbax, the whole
-:class:`gan.TrainState`), ``samples/ema_STEP.png`` (fixed z), ``metrics.jsonl`` and ``config.json``;
-SIGTERM / SIGINT make it save a checkpoint at the next call boundary and return (resume later with the
-same command). ``export_generator`` writes the EMA generator (Gs) as a generator checkpoint.
+:class:`gan.TrainState`), ``samples/ema_STEP.png`` (fixed z), ``metrics.jsonl`` and ``config.json``.
+Preemption (``jobs/preemption.py``): SIGTERM / SIGINT are checked after every train step (one step per
+jitted call, whatever ``job.steps_per_call``: that setting is the cadence of host syncs of the metrics
+window; each step waits for the previous one's step counter, a negligible sync next to a GAN step); the
+state of that step is saved and :class:`preemption.Preempted` exits with status 143. The rerun finishes
+the interrupted window (up to the next multiple of ``steps_per_call``) and ends equal to an
+uninterrupted run. ``export_generator`` writes the EMA generator (Gs) as a generator checkpoint.
 """
 
 from __future__ import annotations
@@ -120,7 +124,7 @@ def _metrics_row(window: list, step: int, seconds: float, wall: float, job: gan.
   row = {k: float(np.nanmean(v)) if np.isfinite(v).any() else None for k, v in stacked.items()}
   row.update(
     step=step,
-    sec_per_step=seconds / (len(window) * job.steps_per_call),
+    sec_per_step=seconds / max(1, len(next(iter(stacked.values())))),
     wall_seconds=wall,
     images_seen=step * batch,
   )
@@ -158,7 +162,7 @@ def train(cfg: Any, workdir: str | os.PathLike) -> gan.TrainState:
     state, info = restore_state(mngr, state)
     logging.info('resumed from step %d (%.0fs of training so far)', int(state.step), info['wall_seconds'])
   fixed_z = jax.random.normal(jax.random.key(job.sample_seed), (job.num_samples, g_cfg.z_dim))
-  train_fn = gan.make_train_fn(g_cfg, d_cfg, hp, job.steps_per_call)
+  step_fn = gan.make_train_fn(g_cfg, d_cfg, hp, 1)  # the notice is checked after every step
 
   step = int(state.step)
   wall = float(info.get('wall_seconds', 0.0))
@@ -169,9 +173,14 @@ def train(cfg: Any, workdir: str | os.PathLike) -> gan.TrainState:
     try:
       while step < job.total_steps and not preempt.requested:
         t0 = time.time()
-        state, metrics = train_fn(state, data)
-        metrics = jax.device_get(metrics)
-        step += job.steps_per_call
+        parts = []
+        for _ in range(job.steps_per_call - step % job.steps_per_call):  # to the next multiple
+          state, m = step_fn(state, data)
+          parts.append(m)
+          step += 1
+          if preempt.requested:
+            break
+        metrics = jax.tree.map(lambda *v: np.concatenate(v), *jax.device_get(parts))
         wall += time.time() - t0
         window.append(metrics)
         if step % job.log_every == 0 or step >= job.total_steps:
@@ -196,6 +205,9 @@ def train(cfg: Any, workdir: str | os.PathLike) -> gan.TrainState:
       mngr.wait_until_finished()
       mngr.close()
       report.close()
+  if step < job.total_steps:  # stopped by the notice: the state of `step` is saved
+    logging.warning('preempted: saved step %d in %s; rerun the same command to resume', step, workdir)
+    raise preemption.Preempted()
   return state
 
 

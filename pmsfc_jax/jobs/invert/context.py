@@ -12,6 +12,7 @@ import numpy as np
 from etils import epath
 
 from pmsfc_jax.core import config
+from pmsfc_jax.core import loops
 from pmsfc_jax.io import progress
 from pmsfc_jax.jobs import preemption
 from pmsfc_jax.jobs.invert import batch_state
@@ -35,9 +36,11 @@ class Job:
   preempt: preemption.Preemption
   process_index: int
   process_count: int
+  sizer: Optional[loops.CallSizer] = None  # steps per jitted call, calibrated once per job
+  redo: set = dataclasses.field(default_factory=set)  # names recorded ok whose result files are missing
   report: Optional[progress.Progress] = None
   stats: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
 
-class Preempted(Exception):
-  """SIGTERM received: state saved, exit to be resumed later."""
+# SIGTERM received: state saved, exit 143 to be resumed later (the batch job catches it to write its summary).
+Preempted = preemption.Preempted

@@ -4,15 +4,15 @@ Everything that changes results is fingerprinted: the config's non-``job`` secti
 (``config.result_settings``: method, hyper-parameters, task, crop policy, seed, ...) and the *contents*
 of the files they name (generator weights, subspace masks, inpainting mask). A changed fingerprint with
 the same output folder is refused (:class:`ConfigMismatchError`, exit status 2) unless
-``job.overwrite_config`` (then old manifests, summary and checkpoints are removed and every image is
-redone). Batch size, devices, processes, checkpoint cadence and the input list may change freely.
+``job.overwrite_config`` (then the old configuration's results, manifests, summary and checkpoints are
+removed, ``output.py``, and every image is redone). Batch size, devices, processes, checkpoint cadence and the input list may change freely.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import jax
 import numpy as np
@@ -27,7 +27,7 @@ CONFIG_RECORD = 'config.json'
 VERSION = 2  # 1: the flat config of before the config sections.
 
 
-class ConfigMismatchError(ValueError):
+class ConfigMismatchError(config.ConfigError):
   """The output directory holds results of a different configuration."""
 
 
@@ -74,36 +74,35 @@ def _differences(old: dict, new: dict) -> str:
   return '; '.join(diffs[:12]) or 'unknown'
 
 
-def check(
-  out_dir: epath.Path, p: dict, overwrite: bool, is_writer: bool, remove: Iterable[epath.Path]
-) -> str:
+def check(out_dir: epath.Path, p: dict, overwrite: bool, is_writer: bool, clean: Callable[[], None]) -> str:
   """Records ``p`` in ``OUT/config.json`` or checks it against the recorded one; returns its digest.
 
-  With ``overwrite`` and a different record, the writer removes ``remove`` (manifests, summary,
-  checkpoints) first.
+  With ``overwrite`` and a different record, the writer calls ``clean()`` (removes the old results) and
+  only then records ``p``: a kill in between leaves the old record, so the next run cleans again.
   """
   d = digest(p)
   record_path = out_dir / CONFIG_RECORD
   if record_path.exists():
-    old = json.loads(record_path.read_text())
+    try:
+      old = json.loads(record_path.read_text())
+      old = old if isinstance(old, dict) else {}
+    except ValueError:  # a torn or edited record: its results cannot be trusted to match
+      old = {}
     if old.get('fingerprint') == d:
       return d
     if not overwrite:
       raise ConfigMismatchError(
         f'{out_dir} holds results of a different configuration (fingerprint {old.get("fingerprint")} '
-        f'!= {d}); differences: {_differences(old.get("payload", {}), p)}. Use another --output_dir, '
+        f'!= {d}); differences: {_differences(old.get("payload") if isinstance(old.get("payload"), dict) else {}, p)}. Use another --output_dir, '
         f'or pass --overwrite_config to discard the old manifest and checkpoints and redo every image.'
       )
     if is_writer:
       logging.warning(
-        '%s: configuration changed and --overwrite_config given: removing old manifests and checkpoints',
+        '%s: configuration changed and --overwrite_config given: removing the old results, manifests, '
+        'summary and checkpoints',
         out_dir,
       )
-      for path in remove:
-        if path.is_dir():
-          files.remove_tree(path)
-        elif path.exists():
-          path.unlink()
+      clean()
   if is_writer:
     files.write_json(record_path, {'fingerprint': d, 'payload': p})
   return d

@@ -14,14 +14,27 @@ or pad to a square by ``task.crop``, Lanczos/bicubic resize) to the generator's 
 ``task.name='super_resolve'`` the input is the *low-resolution* image and is brought to ``R // factor``
 (the factor must divide ``R``; e.g. a 1024 generator with factor 16 takes 64x64 inputs).
 
-Robustness.
-* Bad inputs (zero-byte, truncated, non-image, unreadable, decompression bombs) produce a manifest line
-  ``{"status": "error", "error": "<path>: <reason>"}`` and the job goes on; the exit status says some
-  failed. A batch whose inversion raises marks its images failed the same way.
-* Every file is written atomically; the manifest line is the commit record (``manifest.py``).
-* SIGTERM (preemption, ``jobs/preemption.py``) is checked after every chunk: the state is saved, the job
-  exits with status 143 and the next run resumes. Multi-host: each process handles its own SIGTERM
-  (hosts are independent, see ``core/mesh.py``) and still joins the final barrier.
+Robustness (docs/batch_inversion.md has the whole contract).
+* Nothing is written before the configuration and the paths are validated (models, masks, devices and
+  the input listing load first; ``--output_dir`` equal to or above ``--images`` is refused): a usage,
+  config or path error is ONE line naming the flag / key / file and exit status 2.
+* One writer per output folder (``output.py``, ``io/locks.py``): a second job on the same folder exits at
+  once with status 75, touching nothing.
+* Bad inputs (zero-byte, truncated, non-image, unreadable, too large, FIFOs / devices / sockets, folders,
+  decompression bombs) produce a manifest line ``{"status": "error", "error": "<path>: <reason>"}`` and
+  the job goes on; the exit status says some failed. A batch whose inversion raises marks its images
+  failed the same way. Reading is bounded (``io/images.py``), listing follows each folder once
+  (``io/listing.py``) and never lists the output folder.
+* Every file is written atomically; the manifest line is the commit record (``manifest.py``); a result
+  recorded ok but missing on disk is redone.
+* SIGTERM (preemption, ``jobs/preemption.py``) is checked after every jitted call (one step on CPU, at
+  most ``job.max_call_seconds`` of steps on accelerators, ``core/loops.CallSizer``), whatever the chunk
+  and checkpoint settings: the batch state is saved (a batch whose steps are all done is finished and
+  recorded instead) and the job exits with status 143; the next run resumes and ends equal to an
+  uninterrupted run. Multi-host: each process handles its own SIGTERM (hosts are independent, see
+  ``core/mesh.py``) and still joins the final barrier.
+* Batch checkpoints are untrusted data (``batch_state.py``): only names are read back, mapped through the
+  current listing; a checkpoint that fails any check or restore is discarded and its batch restarts.
 * A changed configuration with the same output directory is refused (``fingerprint.py``).
 """
 
@@ -34,19 +47,15 @@ from typing import Any, Optional
 
 import numpy as np
 from absl import logging
-from etils import epath
 
 from pmsfc_jax.core import config
 from pmsfc_jax.core import inversion
+from pmsfc_jax.core import loops
 from pmsfc_jax.core import mesh
-from pmsfc_jax.io import checkpoints
-from pmsfc_jax.io import files
 from pmsfc_jax.io import images
 from pmsfc_jax.io import listing
-from pmsfc_jax.io import masks as masks_lib
-from pmsfc_jax.io import pretrained
+from pmsfc_jax.io import locks
 from pmsfc_jax.io import progress
-from pmsfc_jax.io import subspaces
 from pmsfc_jax.jobs import exit_codes
 from pmsfc_jax.jobs import multihost
 from pmsfc_jax.jobs import preemption
@@ -54,120 +63,66 @@ from pmsfc_jax.jobs.invert import batch_state
 from pmsfc_jax.jobs.invert import context
 from pmsfc_jax.jobs.invert import fingerprint
 from pmsfc_jax.jobs.invert import manifest
+from pmsfc_jax.jobs.invert import output
 from pmsfc_jax.jobs.invert import prefetch
 from pmsfc_jax.jobs.invert import results
 from pmsfc_jax.jobs.invert import summary as summary_lib
+from pmsfc_jax.jobs.invert import validate
 
 ConfigMismatchError = fingerprint.ConfigMismatchError
-
-
-def _required(cfg: config.InvertConfig) -> None:
-  for flag, value in (
-    ('--images', cfg.job.images),
-    ('--output_dir', cfg.job.output_dir),
-    ('--generator', cfg.model.generator),
-  ):
-    if not value:
-      raise config.ConfigError(f'{flag} is required')
-  if cfg.method.name == 'pmsfc' and not cfg.model.subspaces:
-    raise config.ConfigError(
-      '--method=pmsfc needs --subspaces (a launch.discover output or a shipped name); '
-      '--method=mganprior needs none'
-    )
-  if cfg.task.name == 'inpaint' and not cfg.task.mask:
-    raise config.ConfigError('--task=inpaint needs --mask=PNG (white = hole)')
-
-
-def _subspace_masks(cfg: config.InvertConfig, gen) -> Optional[np.ndarray]:
-  if cfg.method.name != 'pmsfc':
-    return None
-  sub = subspaces.load_subspaces(cfg.model.subspaces, generator=gen, layer=cfg.model.layer)
-  return np.asarray(sub.masks, bool)
-
-
-def _setup_process(job: config.Job) -> tuple[int, int]:
-  if not job.distributed:
-    return 0, 1
-  return multihost.initialize(
-    job.coordinator_address or None, job.num_processes or None, None if job.process_id < 0 else job.process_id
-  )
-
-
-def _clean_stale(out: epath.Path) -> None:
-  """Removes leftovers of killed runs: temporary result files and half-deleted checkpoint folders."""
-  for p in out.glob('.*'):
-    if files.TMP_MARKER in p.name and not p.is_dir():
-      p.unlink()
-  for root in (out, out / batch_state.CHECKPOINTS):
-    if root.exists():
-      for p in root.glob(f'{files.TRASH_PREFIX}*'):
-        p.rmtree() if p.is_dir() else p.unlink()
-
-
-def _open(cfg: config.InvertConfig, process_index: int, process_count: int) -> context.Job:
-  """Loads the models, checks the output folder's configuration and sets up the mesh."""
-  out = epath.Path(cfg.job.output_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  gen = checkpoints.load_generator(cfg.model.generator)
-  size = inversion.input_size(gen, cfg)
-  masks = _subspace_masks(cfg, gen)
-  known = None
-  if cfg.task.name == 'inpaint':
-    known = masks_lib.load_inpainting_mask(
-      cfg.task.mask, size=gen.config.resolution, threshold=cfg.task.mask_threshold
-    )
-  percep = pretrained.load_perceptual(cfg.loss.perceptual) if cfg.loss.perceptual_weight != 0 else None
-  payload = fingerprint.payload(cfg, gen, masks, known)
-  if process_index == 0:
-    _clean_stale(out)
-  # Every process checks (so a mismatch fails all of them, none waits at the barrier); process 0 writes.
-  digest = fingerprint.check(
-    out,
-    payload,
-    cfg.job.overwrite_config,
-    process_index == 0,
-    remove=[*out.glob('manifest*.jsonl'), out / summary_lib.SUMMARY, out / batch_state.CHECKPOINTS],
-  )
-  multihost.barrier('pmsfc_config_checked')
-  m = mesh.make_mesh(cfg.job.num_devices or None)
-  return context.Job(
-    cfg=cfg,
-    out=out,
-    gen=mesh.replicate(gen, m),
-    percep=None if percep is None else mesh.replicate(percep, m),
-    masks=masks,
-    known=known,
-    mesh=m,
-    batch_shape=mesh.padded_size(cfg.job.batch_size, m.shape[mesh.DATA_AXIS]),
-    input_size=size,
-    manifest=manifest.Manifest(out, process_index, process_count),
-    ckpt=batch_state.BatchCheckpoint(out / batch_state.CHECKPOINTS, process_index, process_count),
-    fingerprint=digest,
-    preempt=preemption.Preemption(),
-    process_index=process_index,
-    process_count=process_count,
-  )
 
 
 def run(cfg: Any) -> dict:
   """Runs the batch inversion job of ``cfg`` (see the module docstring); returns the summary.
 
-  ``summary['exit_code']``: 0 all images ok, 1 some failed, 143 preempted (state saved; rerun).
+  ``summary['exit_code']``: 0 all images ok, 1 some failed, 143 preempted (state saved; rerun). Raises
+  ``config.ConfigError`` (usage / config / path errors, nothing written) and ``locks.FolderLocked``.
   """
   cfg = inversion.parse(cfg)
-  _required(cfg)
+  validate.required(cfg)
   t_start = time.time()
-  process_index, process_count = _setup_process(cfg.job)
-  job = _open(cfg, process_index, process_count)
-  items = listing.list_inputs(cfg.job.images, exclude=cfg.job.output_dir)
-  share = multihost.process_share(items, process_index, process_count)
+  process_index, process_count = validate.setup_process(cfg.job)
+  with preemption.Preemption() as preempt:
+    v = validate.validate(cfg)
+    payload = fingerprint.payload(cfg, v['gen'], v['masks'], v['known'])
+    out, lock, digest = output.open_folder(cfg, payload, process_index, process_count)
+    try:
+      multihost.barrier('pmsfc_config_checked')
+      m = v['mesh']
+      job = context.Job(
+        cfg=cfg,
+        out=out,
+        gen=mesh.replicate(v['gen'], m),
+        percep=None if v['percep'] is None else mesh.replicate(v['percep'], m),
+        masks=v['masks'],
+        known=v['known'],
+        mesh=m,
+        batch_shape=mesh.padded_size(cfg.job.batch_size, m.shape[mesh.DATA_AXIS]),
+        input_size=v['size'],
+        manifest=manifest.Manifest(out, process_index, process_count),
+        ckpt=batch_state.BatchCheckpoint(out / batch_state.CHECKPOINTS, process_index, process_count),
+        fingerprint=digest,
+        preempt=preempt,
+        process_index=process_index,
+        process_count=process_count,
+        sizer=loops.CallSizer(cfg.job.steps_per_call, cfg.job.max_call_seconds),
+      )
+      return _work(job, v['items'], t_start)
+    finally:
+      lock.release()
+
+
+def _work(job: context.Job, items: list[listing.InputItem], t_start: float) -> dict:
+  cfg = job.cfg
+  share = multihost.process_share(items, job.process_index, job.process_count)
   done = job.manifest.load_done(cfg.job.retry_failed)
-  todo = [it for it in share if it.name not in done]
+  job.redo = output.forget_missing(job.manifest, done, share, job.out)
+  todo = [it for it in share if it.name not in done or it.name in job.redo]
   logging.info(
     'process %d/%d: %d inputs listed, %d in this share, %d already done, %d to do; '
     '%d device(s), batch shape %d',
-    process_index,
-    process_count,
+    job.process_index,
+    job.process_count,
     len(items),
     len(share),
     len(share) - len(todo),
@@ -175,8 +130,7 @@ def run(cfg: Any) -> dict:
     job.mesh.shape[mesh.DATA_AXIS],
     job.batch_shape,
   )
-
-  groups, resume = _plan(job, todo, {it.name for it in share})
+  groups, resume = _plan(job, todo, share)
   preempted = False
   iters = cfg.optim.iterations
   job.report = progress.Progress(
@@ -187,8 +141,7 @@ def run(cfg: Any) -> dict:
     done=0 if resume is None else resume[0] * len(groups[0]),
   )
   try:
-    with job.preempt:
-      _loop(job, groups, resume)
+    _loop(job, groups, resume)
   except context.Preempted:
     preempted = True
   finally:
@@ -197,14 +150,14 @@ def run(cfg: Any) -> dict:
 
   multihost.barrier('pmsfc_all_done')
   summary = None
-  if process_index == 0:
+  if job.process_index == 0:
     summary = summary_lib.write_summary(job.out, items, time.time() - t_start, job, preempted)
   multihost.barrier('pmsfc_summary_written')
   if summary is None:
     summary = json.loads((job.out / summary_lib.SUMMARY).read_text())
   summary = dict(summary)
   own = {k: int(v) for k, v in job.stats.items()}
-  summary['this_process'] = dict(own, process_index=process_index, preempted=preempted)
+  summary['this_process'] = dict(own, process_index=job.process_index, preempted=preempted)
   summary['exit_code'] = (
     exit_codes.PREEMPTED
     if preempted
@@ -216,61 +169,66 @@ def run(cfg: Any) -> dict:
 
 
 def main(cfg: Any) -> int:
-  """``launch.invert``: runs the job, prints the summary table; returns the exit status."""
-  cfg = inversion.parse(cfg)
+  """``launch.invert``: runs the job, prints the summary table; returns the exit status
+  (``jobs/exit_codes.py``; usage / config / path errors and a locked folder print one line)."""
   try:
+    cfg = inversion.parse(cfg)
     summary = run(cfg)
-  except ConfigMismatchError as e:
-    logging.error('%s', e)
+  except locks.FolderLocked as e:
     print(f'error: {e}', file=sys.stderr)
-    return exit_codes.CONFIG_MISMATCH
+    return exit_codes.LOCKED
+  except config.ConfigError as e:  # ConfigMismatchError included
+    print(f'error: {e}', file=sys.stderr)
+    return exit_codes.USAGE
   print(summary_lib.format_summary(cfg.job.output_dir, summary))
   return summary['exit_code']
 
 
 def _plan(
-  job: context.Job, todo: list[listing.InputItem], share_names: set[str]
+  job: context.Job, todo: list[listing.InputItem], share: list[listing.InputItem]
 ) -> tuple[list[list[listing.InputItem]], Optional[tuple]]:
-  """Batches of the to-do list; the interrupted batch (if its checkpoint is usable) goes first."""
-  ndev = job.mesh.shape[mesh.DATA_AXIS]
+  """Batches of the to-do list; the interrupted batch (if its checkpoint is usable) goes first. The
+  checkpoint's names are mapped through the current listing (``batch_state.check_meta``)."""
   b = job.cfg.job.batch_size
   latest = job.ckpt.latest()
   if latest is not None:
     step, meta = latest
-    ckpt_items = [listing.InputItem(**d) for d in meta.get('items', [])]
-    todo_names = {it.name for it in todo}
-    if meta.get('fingerprint') != job.fingerprint:
-      logging.warning('batch checkpoint of another configuration: discarding it')
-      job.ckpt.discard()
-    elif not any(it.name in todo_names for it in ckpt_items):
-      job.ckpt.discard()
-    elif not all(it.name in share_names for it in ckpt_items):
-      logging.warning(
-        "the interrupted batch is no longer in this process's share (process count or "
-        'input list changed): restarting its images from step 0 where they belong'
+    by_name = {it.name: it for it in share}
+    try:
+      names = batch_state.check_meta(
+        meta,
+        step,
+        job.cfg.optim.iterations,
+        job.fingerprint,
+        job.input_size,
+        job.mesh.shape[mesh.DATA_AXIS],
+        job.batch_shape,
+        list(by_name),
       )
-      job.ckpt.discard()
-    elif meta.get('batch_shape', 0) % ndev or meta.get('input_size') != job.input_size:
+    except batch_state.Unusable as e:
       logging.warning(
-        'batch checkpoint has batch shape %s, not divisible over %d devices: restarting that batch',
-        meta.get('batch_shape'),
-        ndev,
+        'batch checkpoint in %s not resumed: %s; its images restart from step 0', job.ckpt.dir, e
       )
       job.ckpt.discard()
     else:
-      first_names = {i.name for i in ckpt_items}
-      rest = [it for it in todo if it.name not in first_names]
-      logging.info('resuming a batch of %d images from step %d', len(ckpt_items), step)
-      return [ckpt_items] + [rest[i : i + b] for i in range(0, len(rest), b)], (step, meta)
+      todo_names = {it.name for it in todo}
+      if any(n in todo_names for n in names):
+        logging.info('resuming a batch of %d images from step %d', len(names), step)
+        rest = [it for it in todo if it.name not in set(names)]
+        return [[by_name[n] for n in names]] + [rest[i : i + b] for i in range(0, len(rest), b)], (step, meta)
+      job.ckpt.discard()  # its images are all recorded
   return [todo[i : i + b] for i in range(0, len(todo), b)], None
 
 
 def _loop(job: context.Job, groups: list[list[listing.InputItem]], resume: Optional[tuple]) -> None:
   c = job.cfg
-  load = lambda it: images.load_image(it.path, size=job.input_size, crop=c.task.crop)
+  load = lambda it: images.load_image(
+    it.path, size=job.input_size, crop=c.task.crop, max_bytes=c.job.max_input_bytes
+  )
   n_done = 0
+  stop = lambda: job.preempt.requested
   for gi, (group, decoded) in enumerate(
-    prefetch.Prefetcher(groups, load, c.job.num_workers, c.job.prefetch_batches)
+    prefetch.Prefetcher(groups, load, c.job.num_workers, c.job.prefetch_batches, stop)
   ):
     if job.preempt.requested:
       raise context.Preempted()
@@ -287,7 +245,7 @@ def run_batch(
 ) -> None:
   """Optimises one batch and records its results (``resume``: (step, meta) of its checkpoint)."""
   t0 = time.time()
-  done_names = set(job.manifest.load_done().keys()) if resume is not None else set()
+  done_names = set(job.manifest.load_done().keys()) - job.redo if resume is not None else set()
   ok_items, arrays = [], []
   for it, d in zip(group, decoded):
     if isinstance(d, Exception):
@@ -298,7 +256,7 @@ def run_batch(
     arrays.append(d)
   if not ok_items:
     return
-  if resume is not None and [it.name for it in ok_items] != [d['name'] for d in resume[1]['items']]:
+  if resume is not None and [it.name for it in ok_items] != resume[1]['names']:
     logging.warning('inputs of the interrupted batch changed: restarting it from step 0')
     job.ckpt.discard()
     resume = None
@@ -325,7 +283,8 @@ def run_batch(
 def _optimise(
   job: context.Job, items: list[listing.InputItem], arrays: np.ndarray, resume: Optional[tuple]
 ) -> dict:
-  """init_state / run_steps in checkpointed chunks / finalize of one batch -> host results."""
+  """init_state / run_steps (checkpoints every ``checkpoint_every`` steps; the preemption notice checked
+  after every jitted call) / finalize of one batch -> host results."""
   c = job.cfg
   n = len(items)
   batch_shape = resume[1]['batch_shape'] if resume is not None else job.batch_shape
@@ -340,32 +299,40 @@ def _optimise(
   state = mesh.shard_batch(
     inversion.init_state(job.gen, job.percep, targets, job.masks, c, keys, aux), job.mesh
   )
-  meta = {
-    'items': [it.to_dict() for it in items],
-    'batch_shape': batch_shape,
-    'fingerprint': job.fingerprint,
-    'input_size': job.input_size,
-  }
+  meta = batch_state.batch_meta([it.name for it in items], batch_shape, job.fingerprint, job.input_size)
   step = 0
   if resume is not None:
-    step = int(resume[0])
-    state = mesh.shard_batch(job.ckpt.restore(step, state), job.mesh)
-  iters, every = c.optim.iterations, c.job.checkpoint_every
-  chunk = max(1, min(c.job.chunk_size or iters, every or iters, iters or 1))
-  on_steps = lambda k, st: job.report.update(k * n, wait_for=st.step)
+    try:
+      state = mesh.shard_batch(job.ckpt.restore(int(resume[0]), state), job.mesh)
+      step = int(resume[0])
+    except batch_state.Unusable as e:
+      logging.warning(
+        'batch checkpoint in %s not resumed: %s; the batch restarts from step 0', job.ckpt.dir, e
+      )
+      job.ckpt.discard()
+  iters, every, chunk = c.optim.iterations, c.job.checkpoint_every, c.job.chunk_size
+  ran, inflight = [0], loops.InFlight()
+
+  def on_steps(k: int, st) -> bool:
+    ran[0] += k
+    job.report.update(k * n, wait_for=st.step)
+    inflight.add(st.step)  # the notice then waits for two calls at most, not for every queued one
+    return job.preempt.requested
+
   while step < iters:
-    nsteps = min(chunk, iters - step)
-    if every:
-      nsteps = min(nsteps, every - step % every)
-    state = inversion.run_steps(job.gen, job.percep, state, targets, job.masks, c, nsteps, aux, on_steps)
-    step += nsteps
-    job.stats['steps'] += nsteps * n
-    if job.preempt.requested:
-      if step < iters:
-        job.ckpt.save(step, state, meta)
-        logging.warning('preempted: batch state saved at step %d/%d in %s', step, iters, job.ckpt.dir)
+    nsteps = min(iters - step, chunk or iters, (every - step % every) if every else iters)
+    before = ran[0]
+    state = inversion.run_steps(
+      job.gen, job.percep, state, targets, job.masks, c, nsteps, aux, on_steps, job.sizer
+    )
+    step += ran[0] - before
+    job.stats['steps'] += (ran[0] - before) * n
+    if job.preempt.requested and step < iters:
+      job.ckpt.save(step, state, meta)
+      logging.warning('preempted: batch state saved at step %d/%d in %s', step, iters, job.ckpt.dir)
       raise context.Preempted()
     if every and step % every == 0 and step < iters:
       job.ckpt.save(step, state, meta)
+  # All steps done (also when the notice came during the last call): finish and record the batch.
   result = inversion.finalize(job.gen, state, targets, job.masks, c, aux)
   return results.host_results(job, result, targets)

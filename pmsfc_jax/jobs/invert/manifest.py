@@ -79,6 +79,14 @@ class Manifest:
         done.setdefault(r['name'], r)
     return done
 
+  def forget(self, names: set[str]) -> None:
+    """Rewrites this process's file (atomically) without the lines of ``names`` (results to redo)."""
+    with self._lock:
+      own, _ = read_jsonl(self.path)
+      kept = [r for r in own if r['name'] not in names]
+      if len(kept) != len(own):
+        files.atomic_write_bytes(self.path, jsonl(kept))
+
   def append(self, record: dict) -> None:
     data = line(record)
     with self._lock:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from pmsfc_jax.io import images
 from pmsfc_jax.io import listing
+from pmsfc_jax.jobs import preemption
 
 
 class Prefetcher:
@@ -27,9 +28,11 @@ class Prefetcher:
     load: Callable[[listing.InputItem], np.ndarray],
     num_workers: int = 4,
     prefetch_batches: int = 2,
+    stop: Optional[Callable[[], bool]] = None,
   ):
     self.groups = list(groups)
     self.load = load
+    self.stop = stop
     self.ahead = max(0, int(prefetch_batches))
     self.pool = concurrent.futures.ThreadPoolExecutor(max(1, int(num_workers)), 'pmsfc-decode')
 
@@ -50,9 +53,19 @@ class Prefetcher:
           pending.append([self.pool.submit(self._safe_load, it) for it in self.groups[nxt]])
           nxt += 1
         futures = pending.popleft()
-        yield list(self.groups[i]), [f.result() for f in futures]
+        yield list(self.groups[i]), [self._wait(f) for f in futures]
     finally:
       self.close()
+
+  def _wait(self, future: concurrent.futures.Future) -> Any:
+    """The future's result; raises ``preemption.Preempted`` if ``stop()`` turns True while waiting (a slow
+    file system must not delay a preemption notice)."""
+    while True:
+      try:
+        return future.result(timeout=0.5)
+      except concurrent.futures.TimeoutError:
+        if self.stop is not None and self.stop():
+          raise preemption.Preempted() from None
 
   def close(self):
     self.pool.shutdown(wait=False, cancel_futures=True)

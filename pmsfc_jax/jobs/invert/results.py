@@ -2,8 +2,9 @@
 the image's manifest line (written last: the commit).
 
 Metrics compare the delivered image with the input at the input's resolution (super_resolve: the result
-downsampled by the task's P against the low-resolution input); non-finite values (PSNR of a perfect
-match) are stored as null so the manifest stays strict JSON.
+downsampled by the task's P against the low-resolution input). The manifest stays strict JSON: PSNR of
+a perfect match (+inf) is stored as the string ``"inf"``, other non-finite values as null (the one rule
+of ``evaluation/evaluate.py``, also used by the summary).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from absl import logging
 from pmsfc_jax.core import config
 from pmsfc_jax.core import degradations
 from pmsfc_jax.core import mesh
+from pmsfc_jax.evaluation import evaluate
 from pmsfc_jax.evaluation import metrics
 from pmsfc_jax.io import files
 from pmsfc_jax.io import images
@@ -53,11 +55,6 @@ def host_results(job: context.Job, result, targets) -> dict:
   return mesh.to_host(out)
 
 
-def _finite_or_none(x) -> Optional[float]:
-  x = float(np.asarray(x).reshape(()))
-  return x if np.isfinite(x) else None
-
-
 def write_image(job: context.Job, it: listing.InputItem, j: int, host: dict, seconds: float) -> None:
   """Writes image ``j`` of a batch (PNG, NPZ) and records it."""
   if not host['finite'][j]:
@@ -80,12 +77,12 @@ def write_image(job: context.Job, it: listing.InputItem, j: int, host: dict, sec
   files.atomic_write_bytes(job.out / f'{it.stem}.npz', buf.getvalue())
   finite = hist[np.isfinite(hist)]
   extra = {
-    'psnr': _finite_or_none(host['psnr'][j]),
-    'ssim': _finite_or_none(host['ssim'][j]),
+    'psnr': evaluate.to_json(host['psnr'][j]),
+    'ssim': evaluate.to_json(host['ssim'][j]),
     'loss': float(finite[-1]) if finite.size else None,
   }
   if 'lpips' in host:
-    extra['lpips'] = _finite_or_none(host['lpips'][j])
+    extra['lpips'] = evaluate.to_json(host['lpips'][j])
   record(job, it, status='ok', error=None, seconds=seconds, **extra)
 
 

@@ -1,15 +1,19 @@
 """The end of a batch-job run: all manifests merged (multi-process), ``OUT/summary.json`` and the printed
-table (failed images first)."""
+table (failed images first).
+
+Means follow ``evaluation/evaluate.py``'s rule: the mean of the finite values, with the count of infinite
+ones beside it (``psnr_infinite``: images reproduced exactly, PSNR +inf); ``"inf"`` when all are.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Optional, Sequence
 
-import numpy as np
 from etils import epath
 
 from pmsfc_jax.core import mesh
+from pmsfc_jax.evaluation import evaluate
 from pmsfc_jax.io import files
 from pmsfc_jax.io import listing
 from pmsfc_jax.jobs.invert import context
@@ -39,8 +43,9 @@ def write_summary(
   failed = [r for r in merged.values() if r.get('status') != 'ok']
 
   def mean(key):
-    vals = [r[key] for r in ok if r.get(key) is not None and np.isfinite(r[key])]
-    return float(np.mean(vals)) if vals else None
+    return evaluate.mean_of([r.get(key) for r in ok])
+
+  psnr, _, psnr_inf = mean('psnr')
 
   steps = job.stats['steps'] if job is not None else 0
   summary = {
@@ -48,10 +53,11 @@ def write_summary(
     'ok': len(ok),
     'failed': len(failed),
     'pending': len(listed - set(merged)),
-    'mean_psnr': mean('psnr'),
-    'mean_ssim': mean('ssim'),
-    'mean_lpips': mean('lpips'),
-    'mean_seconds': mean('seconds'),
+    'mean_psnr': evaluate.to_json(psnr) if psnr is not None else None,
+    'psnr_infinite': psnr_inf,
+    'mean_ssim': mean('ssim')[0],
+    'mean_lpips': mean('lpips')[0],
+    'mean_seconds': mean('seconds')[0],
     'wall_seconds': round(wall, 3),
     'images_steps_per_second_process0': round(steps / wall, 3) if wall > 0 else None,
     'num_processes': job.process_count if job else 1,
@@ -72,7 +78,7 @@ def format_summary(out_dir: str | os.PathLike, summary: dict, max_rows: int = 30
   recs.sort(key=lambda r: (r.get('status') == 'ok', r['name']))
   lines = [f'{"name":40s} {"status":6s} {"psnr":>7s} {"ssim":>6s} {"sec":>7s}  error']
   for r in recs[:max_rows]:
-    psnr = f'{r["psnr"]:7.2f}' if r.get('psnr') is not None else '      -'
+    psnr = f'{evaluate.from_json(r["psnr"]):7.2f}' if r.get('psnr') is not None else '      -'
     ssim = f'{r["ssim"]:6.3f}' if r.get('ssim') is not None else '     -'
     lines.append(
       f'{r["name"][:40]:40s} {r["status"]:6s} {psnr} {ssim} {r.get("seconds", 0):7.2f}  '
@@ -83,7 +89,8 @@ def format_summary(out_dir: str | os.PathLike, summary: dict, max_rows: int = 30
   fmt = lambda v, f: 'n/a' if v is None else format(v, f)
   lines.append(
     f'total {summary["total"]}: ok {summary["ok"]}, failed {summary["failed"]}, '
-    f'pending {summary["pending"]} | mean PSNR {fmt(summary["mean_psnr"], ".2f")} dB, '
+    f'pending {summary["pending"]} | mean PSNR '
+    f'{evaluate.mean_text(evaluate.from_json(summary["mean_psnr"]), summary.get("psnr_infinite", 0))} dB, '
     f'SSIM {fmt(summary["mean_ssim"], ".4f")}, LPIPS {fmt(summary["mean_lpips"], ".4f")} | '
     f'wall {summary["wall_seconds"]:.1f} s'
     + (' | PREEMPTED: rerun to resume' if summary.get('preempted') else '')
