@@ -41,6 +41,7 @@ DOWNSAMPLE_METHODS = ('bilinear', 'area')
 CROPS = ('center', 'pad')
 REDUCTIONS = ('mean', 'sum')
 AFFINITIES = ('paper', 'dsc')
+COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 
 # ------------------------------------------------------------------------------------------------
@@ -57,9 +58,18 @@ class GeneratorSplit:
 
 @dataclasses.dataclass(frozen=True)
 class Model(GeneratorSplit):
-  """+ the subspace directory (``launch.discover`` output or shipped name); mGANprior needs none."""
+  """+ the subspace directory (``launch.discover`` output or shipped name); mGANprior needs none.
+
+  compute_dtype: the activations of G1, G2 and VGG ('bfloat16': about half the activation memory and
+  the tensor-core / MXU rate of bf16); params, codes, weights, optimizer state and the loss stay
+  float32 (``core/objective.py``; measured PSNR change: docs/performance.md).
+  """
 
   subspaces: str = _file()
+  compute_dtype: str = dataclasses.field(default='float32', metadata={'fingerprint_if_not_default': True})
+
+  def __post_init__(self):
+    _one_of(self.compute_dtype, COMPUTE_DTYPES, 'model.compute_dtype')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,10 +173,13 @@ class Job:
 
   images: str = ''  # directory (recursive), glob, list file or one image
   output_dir: str = ''
-  batch_size: int = 8  # rounded up to a multiple of the device count
+  batch_size: int = (
+    8  # rounded up to a multiple of the device count; 0 = auto (largest that fits, jobs/plan.py)
+  )
   checkpoint_every: int = 500  # steps between orbax checkpoints of the batch state (0: never)
   chunk_size: int = 500  # steps per run_steps call in invert() (jobs checkpoint between chunks)
   steps_per_call: int = 0  # steps per jitted lax.scan; 0 = auto: 1 on CPU (core/loops.py)
+  remat: bool = False  # jax.checkpoint over G2's blocks: less activation memory, same results (tested)
   num_devices: int = 0  # use only the first N local devices (0: all)
   num_workers: int = 4  # image decoding threads
   prefetch_batches: int = 2  # batches decoded ahead
@@ -180,7 +193,7 @@ class Job:
   process_id: int = -1
 
   def __post_init__(self):
-    check(self.batch_size >= 1, f'--batch_size must be >= 1, got {self.batch_size}')
+    check(self.batch_size >= 0, f'--batch_size must be >= 1 (or 0 / auto), got {self.batch_size}')
     check(self.checkpoint_every >= 0, f'--checkpoint_every must be >= 0, got {self.checkpoint_every}')
     check(
       self.chunk_size >= 0 and self.steps_per_call >= 0,
@@ -243,7 +256,8 @@ InvertConfigLike = Union[InvertConfig, Mapping[str, Any], Any]
 
 def result_settings(cfg: Any) -> dict:
   """The settings that change results: every section but ``job``, file settings left out (their
-  contents count instead), and the task settings the task does not read."""
+  contents count instead), the task settings the task does not read, and settings added later
+  (``model.compute_dtype``) while they have their default."""
 
   def keep(obj) -> dict:
     out = {}
@@ -251,6 +265,8 @@ def result_settings(cfg: Any) -> dict:
       value = getattr(obj, f.name)
       if f.name == 'job' or f.metadata.get('file') or (isinstance(obj, Task) and f.name in obj.unused()):
         continue
+      if f.metadata.get('fingerprint_if_not_default') and value == f.default:
+        continue  # A later setting: folders written before it existed computed with its default.
       out[f.name] = keep(value) if dataclasses.is_dataclass(value) else value
     return out
 

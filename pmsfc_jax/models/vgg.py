@@ -151,7 +151,17 @@ def preprocess(images: Array, size: Optional[int] = None, method: str = 'nearest
 
 
 def features(
-  params: dict, images: Array, layer: str = 'relu3_3', size: Optional[int] = None, method: str = 'nearest'
+  params: dict,
+  images: Array,
+  layer: str = 'relu3_3',
+  size: Optional[int] = None,
+  method: str = 'nearest',
+  dtype=jnp.float32,
 ) -> Array:
-  """V(images): [-1, 1] NHWC images -> VGG16 ``layer`` features (NHWC)."""
-  return VGG16(taps=(layer,)).apply({'params': params}, preprocess(images, size, method))[0]
+  """V(images): [-1, 1] NHWC images -> VGG16 ``layer`` features (NHWC, float32).
+
+  ``dtype``: the convolutions' compute dtype (``nn.Conv`` casts inputs and f32 kernels to it); the
+  preprocessing runs in float32 and the features come back as float32.
+  """
+  x = preprocess(images.astype(jnp.float32), size, method)
+  return VGG16(taps=(layer,), dtype=dtype).apply({'params': params}, x)[0].astype(jnp.float32)
