@@ -9,10 +9,10 @@ from ``jax.experimental.topologies``, ``jobs/plan.py``) or the job's own (``--ba
 
 What is read off a compiled program, and how (jax 0.10 and 0.12 alike):
 
-* memory: ``compiled.memory_analysis()``, per device. The footprint is ``peak_memory_in_bytes`` where the
-  executable reports it (> 0), else arguments + outputs + temporaries - aliased (donated) bytes. On TPU
-  v5e, ``temp_size_in_bytes`` is 0 for the inversion step while the peak grows with the batch, so the
-  sum would miss the activations there.
+* memory: ``compiled.memory_analysis()``, per device. The footprint is the larger of
+  ``peak_memory_in_bytes`` and arguments + outputs + temporaries - aliased (donated) bytes: on TPU v5e
+  ``temp_size_in_bytes`` is 0 for the inversion step while the peak grows with the batch (the sum would
+  miss the activations), and XLA:CPU reports a peak that leaves the temporaries out (the sum is right).
 * collectives: all-reduce / all-gather / reduce-scatter / collective-permute / all-to-all instructions in
   the optimised, SPMD-partitioned HLO text (``compiled.as_text()``), async pairs counted once (by their
   ``-start``); an op inside a loop body counts once.
@@ -116,8 +116,8 @@ def inversion_program(
   targets = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
   channels = pggan.feature_shape(gcfg, cfg.model.layer)[-1]
   masks = None
-  if cfg.method.name == 'pmsfc':
-    masks = jax.ShapeDtypeStruct((num_subspaces, channels), jnp.float32, sharding=rep)
+  if cfg.method.name == 'pmsfc':  # As the job passes them: an uncommitted array (jit replicates it).
+    masks = jax.ShapeDtypeStruct((num_subspaces, channels), jnp.float32)
   known = None
   if cfg.task.name == 'inpaint':
     known = jax.ShapeDtypeStruct((batch, res, res, 1), jnp.float32, sharding=bsh)
@@ -189,7 +189,7 @@ def memory(compiled: Any) -> dict:
     + out.get('temp_size_in_bytes', 0)
     - out.get('alias_size_in_bytes', 0)
   )
-  if out.get('peak_memory_in_bytes', 0) > 0:
+  if out.get('peak_memory_in_bytes', 0) >= live:
     out.update(footprint_bytes=out['peak_memory_in_bytes'], footprint_source='peak_memory_in_bytes')
   else:
     out.update(footprint_bytes=live, footprint_source='argument + output + temp - alias')
@@ -203,12 +203,36 @@ def model_flops(program: Program) -> float:
     return float(cost(one.lower().cost_analysis()).get('flops', float('nan')))
 
 
+class DoesNotFit(Exception):
+  """The compiler refused the program for lack of device memory (XLA:TPU checks HBM while compiling)."""
+
+  def __init__(self, message: str, required_bytes: int):
+    super().__init__(message)
+    self.required_bytes = required_bytes
+
+
+# XLA:TPU: 'RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries
+# (16.47G) exceeds available HBM (15.75G).' (binary units, as XLA prints byte counts).
+_REQUIRED = re.compile(r'required for [^(]*\(([\d.]+)([KMGT]?)\)')
+_UNITS = {'': 1, 'K': 2**10, 'M': 2**20, 'G': 2**30, 'T': 2**40}
+
+
 def compile_program(program: Program) -> dict:
-  """Lowers and compiles ``program``: compile seconds, memory, collectives, the executable's own costs."""
+  """Lowers and compiles ``program``: compile seconds, memory, collectives, the executable's own costs.
+
+  Raises :class:`DoesNotFit` when the compiler finds that the program cannot fit the device memory.
+  """
   t0 = time.perf_counter()
   lowered = program.lower()
   t1 = time.perf_counter()
-  compiled = lowered.compile()
+  try:
+    compiled = lowered.compile()
+  except Exception as e:  # pylint: disable=broad-except  # jax.errors.JaxRuntimeError
+    if 'RESOURCE_EXHAUSTED' not in str(e):
+      raise
+    line = str(e).strip().splitlines()[0]
+    m = _REQUIRED.search(line)
+    raise DoesNotFit(line, int(float(m.group(1)) * _UNITS[m.group(2)]) if m else 2**62) from None
   t2 = time.perf_counter()
   c = cost(compiled.cost_analysis())
   return {

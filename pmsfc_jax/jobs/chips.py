@@ -2,9 +2,12 @@
 
 ``launch.plan`` divides XLA's FLOP count by ``peak_bf16_flops`` (times an assumed fraction of peak) and
 checks per-chip memory against ``hbm_bytes``; ``--batch_size=auto`` uses ``hbm_bytes`` on TPUs whose
-runtime reports no memory limit (compile-only topology devices). Numbers are the vendors' *dense* peaks
-per chip (NVIDIA's "sparse" figures are 2x these). Units as the source writes them: GB = 1e9 bytes,
-GiB = 2**30 bytes. The TPU documentation gives no float32 peak: XLA:TPU runs float32 matmuls and
+runtime reports no memory limit (compile-only topology devices). Peaks are the vendors' *dense* peaks
+per chip (NVIDIA's "sparse" figures are 2x these). ``hbm_bytes`` of a TPU is what libtpu's compiler lets
+one program use (its RESOURCE_EXHAUSTED message names the "available HBM": v4 30.75 GiB, v5e 15.75 GiB,
+v5p 95.74 GiB, v6e 31.25 GiB with libtpu 0.0.42.1), a little below the nominal HBM of the source page
+(32 GiB, 16 GiB, 95 GiB, 32 GiB); a GPU's is its nominal memory (the job reads the runtime's
+``bytes_limit`` there). GB = 1e9 bytes, GiB = 2**30 bytes. The TPU documentation gives no float32 peak: XLA:TPU runs float32 matmuls and
 convolutions as bf16 MXU passes (one at DEFAULT precision), so the bf16 peak is the relevant one.
 Per chip: v4 and v5p chips hold two TensorCores that JAX shows as one device ("megacore", what
 ``launch.plan`` compiles for); v5e and v6e chips one.
@@ -34,13 +37,20 @@ class Chip:
 
 CHIPS = (
   Chip(
-    'TPU v4', 'v4', 'TPU v4', 32 * GIB, 1200 * GB, 275 * TFLOPS, True, 'https://cloud.google.com/tpu/docs/v4'
+    'TPU v4',
+    'v4',
+    'TPU v4',
+    int(30.75 * GIB),
+    1200 * GB,
+    275 * TFLOPS,
+    True,
+    'https://cloud.google.com/tpu/docs/v4',
   ),
   Chip(
     'TPU v5e',
     'v5e',
     'TPU v5 lite',
-    16 * GB,
+    int(15.75 * GIB),
     819 * GB,
     197 * TFLOPS,
     False,
@@ -50,7 +60,7 @@ CHIPS = (
     'TPU v5p',
     'v5p',
     'TPU v5',
-    95 * GB,
+    int(95.74 * GIB),
     2765 * GB,
     459 * TFLOPS,
     True,
@@ -60,7 +70,7 @@ CHIPS = (
     'TPU v6e',
     'v6e',
     'TPU v6 lite',
-    32 * GB,
+    int(31.25 * GIB),
     1638 * GB,
     918 * TFLOPS,
     False,

@@ -7,7 +7,9 @@ type', 'unexpected worker hostname ...', a source location trace) before jax fal
 GPU; ``get_topology_desc`` prints the same. Those lines bypass Python logging, so when no TPU is attached
 (no Google device on the PCI bus: the test jax's ``cloud_tpu_init`` makes) :func:`quiet_libraries` gives
 libtpu the two settings it looks for (``TPU_ACCELERATOR_TYPE``, ``TPU_WORKER_HOSTNAMES``, only if unset):
-it then stays quiet, and without a chip its backend still fails over to the next one as before.
+it then stays quiet, and without a chip its backend still fails over to the next one as before. It also
+lets several processes load libtpu at once (``ALLOW_MULTIPLE_LIBTPU_LOAD``: libtpu's lock file guards the
+chips, and there are none), e.g. ``launch.plan`` runs side by side.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from absl import logging
 
 QUIET_LIBRARIES = ('/orbax/',)
 GOOGLE_PCI_VENDOR = '0x1ae0'
-ABSENT_TPU_ENV = {'TPU_ACCELERATOR_TYPE': 'v5litepod-1', 'TPU_WORKER_HOSTNAMES': 'localhost'}
+ABSENT_TPU_ENV = {
+  'TPU_ACCELERATOR_TYPE': 'v5litepod-1',
+  'TPU_WORKER_HOSTNAMES': 'localhost',
+  'ALLOW_MULTIPLE_LIBTPU_LOAD': '1',
+}
 
 
 class _QuietLibraries(pylogging.Filter):

@@ -42,6 +42,7 @@ from pmsfc_jax.io import subspaces as subspaces_lib
 from pmsfc_jax.io import tables
 from pmsfc_jax.jobs import aot
 from pmsfc_jax.jobs import chips
+from pmsfc_jax.jobs import logs
 from pmsfc_jax.models import pggan
 
 HEADROOM_FRACTION = 0.10
@@ -82,15 +83,21 @@ def device_capacity(device: Any) -> Optional[int]:
 
 
 def resolve_batch_size(
-  cfg: config.InvertConfig, gcfg: pggan.GeneratorConfig, num_subspaces: Optional[int], mesh: jax.sharding.Mesh
+  cfg: config.InvertConfig,
+  gcfg: pggan.GeneratorConfig,
+  num_subspaces: Optional[int],
+  mesh: jax.sharding.Mesh,
+  capacity: Optional[int] = None,
 ) -> config.InvertConfig:
   """``cfg`` with ``job.batch_size = 0`` (auto) replaced by the largest per-device batch whose compiled
-  step fits (module docstring) times the mesh's devices; on CPU, or without a memory limit, the default."""
+  step fits (module docstring) times the mesh's devices; on CPU, or without a memory limit, the default.
+  ``capacity``: bytes per device instead of the device's own limit (bench/device_check.py, tests)."""
   if cfg.job.batch_size:
     return cfg
   device = mesh.devices.flat[0]
   batch = config.Job.batch_size
-  capacity = None if device.platform == 'cpu' else device_capacity(device)
+  if capacity is None and device.platform != 'cpu':
+    capacity = device_capacity(device)
   if capacity is None:
     logging.info(
       'batch_size=auto on %s: no device memory limit to size it by; batch size %d', device.platform, batch
@@ -100,7 +107,8 @@ def resolve_batch_size(
     compiler = _Compiler(
       lambda b: aot.inversion_program(gcfg, cfg, num_subspaces, mesh, b * mesh.size, steps)
     )
-    per_device, probes = aot.largest_fitting(compiler.footprint, usable_bytes(capacity), MAX_AUTO_BATCH)
+    limit = usable_bytes(capacity)
+    per_device, probes = aot.largest_fitting(lambda b: compiler.footprint(b, limit), limit, MAX_AUTO_BATCH)
     if not per_device:
       raise config.ConfigError(
         f'--batch_size=auto: one image per device needs {probes[1] / 2**30:.2f} GiB, more than the '
@@ -127,12 +135,15 @@ def topology_devices(name: str) -> list:
   """Compile-only devices of a TPU topology name (v4 / v5p in megacore mode: one device per chip)."""
   if importlib.util.find_spec('libtpu') is None:
     raise PlanError("libtpu is not installed (pip install -e '.[tpu]'): it compiles for TPU topologies")
+  logs.quiet_absent_tpu()
   chip = chips.by_generation(name.split(':')[0])
   kwargs = {'chip_config_name': 'megacore'} if chip is not None and chip.megacore else {}
   try:
     return list(topologies.get_topology_desc(topology_name=name, platform='tpu', **kwargs).devices)
   except Exception as e:  # pylint: disable=broad-except  # libtpu: JaxRuntimeError INVALID_ARGUMENT ...
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if 'INVALID_ARGUMENT' not in reason:
+      raise PlanError(f'libtpu could not describe TPU topology {name!r}: {reason}') from None
     raise PlanError(
       f'invalid or unknown TPU topology {name!r} (expected GENERATION:SHAPE with a generation among '
       f'{", ".join(chips.TPU_GENERATIONS)}, e.g. v5e:2x2, v5e:16x16, v4:4x4x4): {reason}'
@@ -189,8 +200,12 @@ class _Compiler:
       self.done[per_device] = aot.compile_program(self.build(per_device))
     return self.done[per_device]
 
-  def footprint(self, per_device: int) -> int:
-    return self(per_device)['memory']['footprint_bytes']
+  def footprint(self, per_device: int, limit: int = 0) -> int:
+    """Bytes per device; a program the compiler refuses counts as what it says it needs (> ``limit``)."""
+    try:
+      return self(per_device)['memory']['footprint_bytes']
+    except aot.DoesNotFit as e:
+      return max(e.required_bytes, limit + 1)
 
 
 def _record(
@@ -277,15 +292,22 @@ def plan(
     compiler = _Compiler(build)
     probes = None
     if not batch_size:
-      batch_size, probes = aot.largest_fitting(compiler.footprint, usable_bytes(capacity), MAX_AUTO_BATCH)
+      limit = usable_bytes(capacity)
+      batch_size, probes = aot.largest_fitting(lambda b: compiler.footprint(b, limit), limit, MAX_AUTO_BATCH)
       if not batch_size:
         raise PlanError(
           f'batch 1 per chip needs {probes[1] / 2**30:.2f} GiB, more than the {usable_bytes(capacity) / 2**30:.2f} '
           f'GiB usable of a {chip.name} ({capacity / 2**30:.2f} GiB less headroom)'
         )
+    try:
+      compiled = compiler(batch_size)
+    except aot.DoesNotFit as e:
+      raise PlanError(
+        f'per-chip batch {batch_size} does not fit a {chip.name}: {e}; try --batch_size=auto'
+      ) from None
     rec = _record(
       build(batch_size),
-      compiler(batch_size),
+      compiled,
       chip,
       capacity,
       cfg.optim.iterations,
@@ -312,7 +334,13 @@ def _discovery(gcfg, layer: int, devices: list, chip: chips.Chip, capacity: int,
   hp = dataclasses.replace(dcfg.optim, batch_size=mesh_lib.padded_size(dcfg.optim.batch_size, mesh.size))
   steps = loops.steps_per_call(dcfg.job.steps_per_call, dcfg.job.log_every, 'tpu')
   program = aot.discovery_program(gcfg, layer, hp, mesh, steps)
-  rec = _record(program, aot.compile_program(program), chip, capacity, hp.iterations, fraction, 1)
+  try:
+    compiled = aot.compile_program(program)
+  except aot.DoesNotFit as e:
+    raise PlanError(
+      f'discovery ({hp.batch_size // mesh.size} latent per chip) does not fit a {chip.name}: {e}'
+    ) from None
+  rec = _record(program, compiled, chip, capacity, hp.iterations, fraction, 1)
   run_seconds = rec.pop('predicted_seconds_per_image') * hp.batch_size / mesh.size
   rec.pop('images_per_hour')
   rec.update(
