@@ -23,6 +23,7 @@ from pmsfc_jax.core import presets
 from pmsfc_jax.io import pretrained
 from pmsfc_jax.jobs import aot
 from pmsfc_jax.jobs import chips
+from pmsfc_jax.jobs import fit
 from pmsfc_jax.jobs import plan
 from pmsfc_jax.models import pggan
 from tests.conftest import REPO
@@ -177,13 +178,13 @@ def test_auto_batch_fits_and_one_more_does_not():
   m2 = _plan('v5e:2x2', 2, programs=('inversion',))['inversion']['hbm_bytes_per_chip']
   # A what-if chip whose usable memory holds about 3.5 images per chip.
   usable = m1 + 2.5 * (m2 - m1)
-  capacity = int((usable + plan.HEADROOM_BYTES) / (1 - plan.HEADROOM_FRACTION))
+  capacity = int((usable + fit.HEADROOM_BYTES) / (1 - fit.HEADROOM_FRACTION))
   auto = _plan('v5e:2x2', 0, programs=('inversion',), hbm_capacity=capacity)
   b = auto['per_chip_batch']
   assert b >= 2 and auto['inversion']['auto_probes']
-  assert auto['inversion']['hbm_bytes_per_chip'] <= plan.usable_bytes(capacity)
+  assert auto['inversion']['hbm_bytes_per_chip'] <= fit.usable_bytes(capacity)
   more = _plan('v5e:2x2', b + 1, programs=('inversion',), hbm_capacity=capacity)['inversion']
-  assert more['hbm_bytes_per_chip'] > plan.usable_bytes(capacity) and not more['fits_with_headroom']
+  assert more['hbm_bytes_per_chip'] > fit.usable_bytes(capacity) and not more['fits_with_headroom']
 
 
 @needs_libtpu
@@ -248,13 +249,13 @@ def test_largest_fitting_finds_the_boundary_in_few_compilations():
     'sublinear': lambda b: 100 + 60 * b**0.8,
     'steps': lambda b: 100 + 200 * (b // 3),
   }.items():
-    b, seen = aot.largest_fitting(f, limit, 1000)
+    b, seen = fit.largest_fitting(f, limit, 1000)
     assert f(b) <= limit < f(b + 1), name
     assert all(seen[x] == int(f(x)) for x in seen)
     assert len(seen) <= 8, (name, sorted(seen))
-  assert aot.largest_fitting(lambda b: 100 + 37 * b, limit, 1000)[1].keys() <= {1, 2, 24, 25}
-  assert aot.largest_fitting(lambda b: 10 * b, limit, 16)[0] == 16  # the cap
-  assert aot.largest_fitting(lambda b: 2000 * b, limit, 16) == (0, {1: 2000})
+  assert fit.largest_fitting(lambda b: 100 + 37 * b, limit, 1000)[1].keys() <= {1, 2, 24, 25}
+  assert fit.largest_fitting(lambda b: 10 * b, limit, 16)[0] == 16  # the cap
+  assert fit.largest_fitting(lambda b: 2000 * b, limit, 16) == (0, {1: 2000})
 
 
 def test_collectives_are_counted_once_per_instruction():
@@ -308,17 +309,17 @@ def test_plan_compiles_the_program_the_job_runs(cpu_job):
 def test_auto_batch_size_on_cpu_keeps_the_default_and_searches_given_a_capacity(cpu_job, caplog):
   gcfg, m, *_ = cpu_job
   auto = config.override(CFG, {'job.batch_size': 0, 'job.steps_per_call': 1})
-  assert plan.resolve_batch_size(CFG, gcfg, R, m) is CFG  # an explicit batch is kept
-  assert plan.resolve_batch_size(auto, gcfg, R, m).job.batch_size == config.Job.batch_size
+  assert fit.resolve_batch_size(CFG, gcfg, R, m) is CFG  # an explicit batch is kept
+  assert fit.resolve_batch_size(auto, gcfg, R, m).job.batch_size == config.Job.batch_size
   footprint = lambda b: aot.compile_program(aot.inversion_program(gcfg, auto, R, m, b * m.size, 1))['memory'][
     'footprint_bytes'
   ]
   f1, f2 = footprint(1), footprint(2)
-  capacity = int((f1 + 1.5 * (f2 - f1) + plan.HEADROOM_BYTES) / (1 - plan.HEADROOM_FRACTION))
-  got = plan.resolve_batch_size(auto, gcfg, R, m, capacity=capacity).job.batch_size
+  capacity = int((f1 + 1.5 * (f2 - f1) + fit.HEADROOM_BYTES) / (1 - fit.HEADROOM_FRACTION))
+  got = fit.resolve_batch_size(auto, gcfg, R, m, capacity=capacity).job.batch_size
   assert got % m.size == 0
   per_device = got // m.size
-  assert footprint(per_device) <= plan.usable_bytes(capacity) < footprint(per_device + 1)
+  assert footprint(per_device) <= fit.usable_bytes(capacity) < footprint(per_device + 1)
 
 
 def test_batch_size_flag_takes_auto():

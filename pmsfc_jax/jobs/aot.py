@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -243,36 +243,3 @@ def compile_program(program: Program) -> dict:
     'executable_flops_per_device': c.get('flops'),
     'executable_bytes_accessed_per_device': c.get('bytes accessed'),
   }
-
-
-def largest_fitting(footprint: Callable[[int], int], limit: int, cap: int) -> tuple[int, dict[int, int]]:
-  """The largest ``b`` in [1, cap] with ``footprint(b) <= limit`` (footprint increasing in b), and every
-  footprint measured ({b: bytes}); 0 if even b = 1 does not fit.
-
-  Each probe is one compilation, so the search extrapolates: from the two largest fitting batches
-  while no failing one is known, then by interpolation between the largest fitting and the smallest
-  failing one (the footprint is close to affine in the batch), ending when they are adjacent.
-  """
-  seen: dict[int, int] = {}
-
-  def fits(b: int) -> bool:
-    seen[b] = int(footprint(b))
-    return seen[b] <= limit
-
-  if not fits(1):
-    return 0, seen
-  lo, hi = 1, None
-  while lo < cap and (hi is None or hi - lo > 1):
-    if hi is None:
-      prev = max((b for b in seen if b < lo), default=None)
-      slope = (seen[lo] - seen[prev]) / (lo - prev) if prev is not None else 0
-      guess = lo + int((limit - seen[lo]) // slope) if slope > 0 else 2 * lo
-      guess = min(max(guess, lo + 1), cap)
-    else:
-      span = max(seen[hi] - seen[lo], 1)
-      guess = min(max(lo + int((limit - seen[lo]) * (hi - lo) // span), lo + 1), hi - 1)
-    if fits(guess):
-      lo = guess
-    else:
-      hi = guess
-  return lo, seen

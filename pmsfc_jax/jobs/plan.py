@@ -1,4 +1,4 @@
-"""Capacity plans for TPU topologies without a TPU (``launch.plan``), and the batch job's ``batch_size=auto``.
+"""Capacity plans for TPU topologies without a TPU (``launch.plan``).
 
 ``plan`` compiles, for a named TPU topology (``'v5e:2x2'``, ``'v5e:16x16'``, ``'v4:4x4x4'``, ...; the
 compile-only devices of ``jax.experimental.topologies.get_topology_desc``, which needs libtpu:
@@ -13,11 +13,9 @@ no cross-host communication), so the inversion compiles on one host's chips (``i
 compiles one mesh over the whole topology instead); discovery is one data-parallel program over every
 chip. The host count follows libtpu's default of 4 chips per host.
 
-``batch_size=auto``: the largest per-device batch whose compiled step fits the device memory less a
-headroom of ``HEADROOM_FRACTION`` of it plus ``HEADROOM_BYTES`` (for the runtime, the target-feature and
-finalize programs, fragmentation), searched up to ``MAX_AUTO_BATCH`` per device (each probe is one
-compilation, ``aot.largest_fitting``). Memory limit: the device's ``memory_stats()['bytes_limit']``, else
-the chip table. On CPU the job keeps the default batch size.
+``batch_size=0`` (auto): the largest per-chip batch that fits with the headroom of ``jobs/fit.py`` (the
+batch job's ``--batch_size=auto`` on a real device). A batch that does not fit the chip (the footprint
+over the chip's HBM, or refused by XLA:TPU's own HBM check while compiling) is a :class:`PlanError`.
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ import sys
 from typing import Any, Optional
 
 import jax
-from absl import logging
 from jax.experimental import topologies
 
 from pmsfc_jax.core import config
@@ -42,89 +39,19 @@ from pmsfc_jax.io import subspaces as subspaces_lib
 from pmsfc_jax.io import tables
 from pmsfc_jax.jobs import aot
 from pmsfc_jax.jobs import chips
+from pmsfc_jax.jobs import fit
 from pmsfc_jax.jobs import logs
 from pmsfc_jax.models import pggan
 
-HEADROOM_FRACTION = 0.10
-HEADROOM_BYTES = 256 * 2**20
-MAX_AUTO_BATCH = 64  # per device: bounds the search's compilations and the last batch's padding
 DEFAULT_FRACTION_OF_PEAK = 0.4
 PAPER_SUBSPACES = 6  # R of the paper, when no subspace folder names it
 EXIT_ERROR = 2
+# XLA:TPU on v5e slices larger than 4x4 ("limited ICI routing"): a program must span the whole slice.
+SLICE_ONLY = 'should include all slice devices'
 
 
 class PlanError(Exception):
   """A plan that cannot be made (unknown topology, no libtpu, a batch that cannot fit): one line."""
-
-
-def usable_bytes(capacity: int) -> int:
-  """Device memory a step may use: ``capacity`` less the documented headroom."""
-  return int(capacity * (1 - HEADROOM_FRACTION)) - HEADROOM_BYTES
-
-
-def job_steps_per_call(cfg: config.InvertConfig, platform: Optional[str] = None) -> int:
-  """Steps per jitted call of the batch job's chunks (``job.steps_per_call``; auto: the whole chunk
-  between checkpoints on accelerators, 1 on CPU)."""
-  iters = cfg.optim.iterations
-  chunk = max(1, min(cfg.job.chunk_size or iters, cfg.job.checkpoint_every or iters, iters or 1))
-  return loops.steps_per_call(cfg.job.steps_per_call, chunk, platform)
-
-
-def device_capacity(device: Any) -> Optional[int]:
-  """Bytes a device may allocate: ``memory_stats()['bytes_limit']`` (GPU, TPU), else the chip table."""
-  try:
-    stats = device.memory_stats() or {}
-  except Exception:  # pylint: disable=broad-except  # backends without memory stats raise
-    stats = {}
-  if stats.get('bytes_limit'):
-    return int(stats['bytes_limit'])
-  chip = chips.by_device_kind(device.device_kind)
-  return None if chip is None else chip.hbm_bytes
-
-
-def resolve_batch_size(
-  cfg: config.InvertConfig,
-  gcfg: pggan.GeneratorConfig,
-  num_subspaces: Optional[int],
-  mesh: jax.sharding.Mesh,
-  capacity: Optional[int] = None,
-) -> config.InvertConfig:
-  """``cfg`` with ``job.batch_size = 0`` (auto) replaced by the largest per-device batch whose compiled
-  step fits (module docstring) times the mesh's devices; on CPU, or without a memory limit, the default.
-  ``capacity``: bytes per device instead of the device's own limit (bench/device_check.py, tests)."""
-  if cfg.job.batch_size:
-    return cfg
-  device = mesh.devices.flat[0]
-  batch = config.Job.batch_size
-  if capacity is None and device.platform != 'cpu':
-    capacity = device_capacity(device)
-  if capacity is None:
-    logging.info(
-      'batch_size=auto on %s: no device memory limit to size it by; batch size %d', device.platform, batch
-    )
-  else:
-    steps = job_steps_per_call(cfg)
-    compiler = _Compiler(
-      lambda b: aot.inversion_program(gcfg, cfg, num_subspaces, mesh, b * mesh.size, steps)
-    )
-    limit = usable_bytes(capacity)
-    per_device, probes = aot.largest_fitting(lambda b: compiler.footprint(b, limit), limit, MAX_AUTO_BATCH)
-    if not per_device:
-      raise config.ConfigError(
-        f'--batch_size=auto: one image per device needs {probes[1] / 2**30:.2f} GiB, more than the '
-        f'{usable_bytes(capacity) / 2**30:.2f} GiB usable on {device.device_kind}'
-      )
-    batch = per_device * mesh.size
-    logging.info(
-      'batch_size=auto: %d per device x %d devices (step footprints in bytes by per-device batch: %s; '
-      '%d bytes usable of %d)',
-      per_device,
-      mesh.size,
-      probes,
-      usable_bytes(capacity),
-      capacity,
-    )
-  return dataclasses.replace(cfg, job=dataclasses.replace(cfg.job, batch_size=batch))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -188,26 +115,6 @@ def _num_subspaces(cfg: config.InvertConfig, num_subspaces: Optional[int]) -> Op
 # The plan.
 
 
-class _Compiler:
-  """Compiles each (program, batch) once: the auto search and the report share the results."""
-
-  def __init__(self, build):
-    self.build, self.done = build, {}
-
-  def __call__(self, per_device: int) -> dict:
-    if per_device not in self.done:
-      logging.info('compiling %s at %d per device', self.build(per_device).name, per_device)
-      self.done[per_device] = aot.compile_program(self.build(per_device))
-    return self.done[per_device]
-
-  def footprint(self, per_device: int, limit: int = 0) -> int:
-    """Bytes per device; a program the compiler refuses counts as what it says it needs (> ``limit``)."""
-    try:
-      return self(per_device)['memory']['footprint_bytes']
-    except aot.DoesNotFit as e:
-      return max(e.required_bytes, limit + 1)
-
-
 def _record(
   program: aot.Program,
   compiled: dict,
@@ -232,9 +139,9 @@ def _record(
     'hbm_bytes_per_chip': footprint,
     'hbm_bytes_source': compiled['memory']['footprint_source'],
     'hbm_capacity_bytes': capacity,
-    'usable_bytes': usable_bytes(capacity),
+    'usable_bytes': fit.usable_bytes(capacity),
     'fits': footprint <= capacity,
-    'fits_with_headroom': footprint <= usable_bytes(capacity),
+    'fits_with_headroom': footprint <= fit.usable_bytes(capacity),
     'peak_flops_per_chip': chip.peak_bf16_flops,
     'fraction_of_peak': fraction,
     'iterations': iterations,
@@ -282,49 +189,75 @@ def plan(
     'fraction_of_peak': fraction_of_peak,
     'fraction_of_peak_note': 'an assumption: predicted times divide FLOPs by this fraction of the chip peak',
     'versions': {p: _version(p) for p in ('jax', 'jaxlib', 'libtpu')},
+    'notes': [],
   }
   if 'inversion' in programs:
     local = [d for d in devices if d.process_index == devices[0].process_index]
-    mesh = mesh_lib.make_mesh(devices=local if inversion_mesh == 'host' else devices)
-    steps = steps_per_call or job_steps_per_call(cfg, 'tpu')
-    r = _num_subspaces(cfg, num_subspaces)
-    build = lambda b: aot.inversion_program(gcfg, cfg, r, mesh, b * mesh.size, steps)
-    compiler = _Compiler(build)
-    probes = None
-    if not batch_size:
-      limit = usable_bytes(capacity)
-      batch_size, probes = aot.largest_fitting(lambda b: compiler.footprint(b, limit), limit, MAX_AUTO_BATCH)
-      if not batch_size:
-        raise PlanError(
-          f'batch 1 per chip needs {probes[1] / 2**30:.2f} GiB, more than the {usable_bytes(capacity) / 2**30:.2f} '
-          f'GiB usable of a {chip.name} ({capacity / 2**30:.2f} GiB less headroom)'
-        )
-    try:
-      compiled = compiler(batch_size)
-    except aot.DoesNotFit as e:
-      raise PlanError(
-        f'per-chip batch {batch_size} does not fit a {chip.name}: {e}; try --batch_size=auto'
-      ) from None
-    rec = _record(
-      build(batch_size),
-      compiled,
+    steps = steps_per_call or fit.job_steps_per_call(cfg, 'tpu')
+    args = (
+      cfg,
+      gcfg,
+      _num_subspaces(cfg, num_subspaces),
+      steps,
+      batch_size,
       chip,
       capacity,
-      cfg.optim.iterations,
       fraction_of_peak,
-      info['chips'],
     )
-    if not rec['fits']:
-      raise PlanError(
-        f'per-chip batch {batch_size} needs {rec["hbm_bytes_per_chip"] / 2**30:.2f} GiB per chip, more than '
-        f'the {capacity / 2**30:.2f} GiB of a {chip.name}; try --batch_size=auto'
+    try:
+      rec = _inversion(mesh_lib.make_mesh(devices=local if inversion_mesh == 'host' else devices), *args)
+      rec['mesh'] = inversion_mesh
+    except Exception as e:  # pylint: disable=broad-except  # jax.errors.JaxRuntimeError
+      if inversion_mesh != 'host' or SLICE_ONLY not in str(e):
+        raise
+      rec = _inversion(mesh_lib.make_mesh(devices=devices), *args)
+      rec['mesh'] = 'global'
+      out['notes'].append(
+        f"XLA:TPU refuses a program on one host's chips of {topology} ({SLICE_ONLY}): the inversion was "
+        'compiled on one mesh over every chip instead (the per-chip program is the same: no collectives). '
+        "The batch job's per-host meshes would hit the same refusal on this slice: run it on slices of "
+        'at most 4x4 v5e chips, or with one global mesh (see docs/performance.md).'
       )
-    rec.update(mesh=inversion_mesh, mesh_devices=mesh.size, per_chip_batch=batch_size, auto_probes=probes)
-    out.update(per_chip_batch=batch_size, job_batch_size_per_host=batch_size * info['devices_per_host'])
+    rec['images_per_hour'] *= info['chips']
+    out.update(
+      per_chip_batch=rec['per_chip_batch'],
+      job_batch_size_per_host=rec['per_chip_batch'] * info['devices_per_host'],
+    )
     out['inversion'] = rec
   if 'discovery' in programs:
     out['discovery'] = _discovery(gcfg, cfg.model.layer, devices, chip, capacity, fraction_of_peak)
   return out
+
+
+def _inversion(mesh, cfg, gcfg, r, steps, batch_size, chip, capacity, fraction) -> dict:
+  """The inversion step on ``mesh``: ``batch_size`` per chip (0: auto), compiled and recorded."""
+  build = lambda b: aot.inversion_program(gcfg, cfg, r, mesh, b * mesh.size, steps)
+  compiler = fit.Compiler(build)
+  probes = None
+  if not batch_size:
+    limit = fit.usable_bytes(capacity)
+    batch_size, probes = fit.largest_fitting(
+      lambda b: compiler.footprint(b, limit), limit, fit.MAX_AUTO_BATCH
+    )
+    if not batch_size:
+      raise PlanError(
+        f'batch 1 per chip needs {probes[1] / 2**30:.2f} GiB, more than the {limit / 2**30:.2f} GiB usable '
+        f'of a {chip.name} ({capacity / 2**30:.2f} GiB less headroom)'
+      )
+  try:
+    compiled = compiler(batch_size)
+  except aot.DoesNotFit as e:
+    raise PlanError(
+      f'per-chip batch {batch_size} does not fit a {chip.name}: {e}; try --batch_size=auto'
+    ) from None
+  rec = _record(build(batch_size), compiled, chip, capacity, cfg.optim.iterations, fraction, 1)
+  if not rec['fits']:
+    raise PlanError(
+      f'per-chip batch {batch_size} needs {rec["hbm_bytes_per_chip"] / 2**30:.2f} GiB per chip, more than '
+      f'the {capacity / 2**30:.2f} GiB of a {chip.name}; try --batch_size=auto'
+    )
+  rec.update(mesh_devices=mesh.size, per_chip_batch=batch_size, auto_probes=probes)
+  return rec
 
 
 def _discovery(gcfg, layer: int, devices: list, chip: chips.Chip, capacity: int, fraction: float) -> dict:
@@ -397,7 +330,8 @@ def table(result: dict) -> str:
     's/image',
     'images/hour',
   ]
-  return head + tables.markdown(header, rows)
+  notes = ''.join(f'\n\nnote: {n}' for n in result.get('notes', []))
+  return head + tables.markdown(header, rows) + notes
 
 
 def main(cfg: config.InvertConfig, output_json: str = '', **kwargs: Any) -> int:

@@ -48,8 +48,8 @@ from pmsfc_jax.io import pretrained
 from pmsfc_jax.io import progress
 from pmsfc_jax.io import subspaces
 from pmsfc_jax.jobs import exit_codes
+from pmsfc_jax.jobs import fit
 from pmsfc_jax.jobs import multihost
-from pmsfc_jax.jobs import plan
 from pmsfc_jax.jobs import preemption
 from pmsfc_jax.jobs.invert import batch_state
 from pmsfc_jax.jobs.invert import context
@@ -136,7 +136,7 @@ def _open(cfg: config.InvertConfig, process_index: int, process_count: int) -> c
   )
   multihost.barrier('pmsfc_config_checked')
   m = mesh.make_mesh(cfg.job.num_devices or None)
-  cfg = plan.resolve_batch_size(cfg, gen.config, None if masks is None else len(masks), m)  # 0 = auto
+  cfg = fit.resolve_batch_size(cfg, gen.config, None if masks is None else len(masks), m)  # 0 = auto
   return context.Job(
     cfg=cfg,
     out=out,
