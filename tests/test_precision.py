@@ -15,6 +15,7 @@ from pmsfc_jax.core import presets
 from pmsfc_jax.io import pretrained
 from pmsfc_jax.jobs.invert import fingerprint
 from pmsfc_jax.models import pggan
+from pmsfc_jax.models import vgg
 
 STEPS = 12
 # Measured on CPU (jax 0.10.2): the bf16 losses differ from f32 by at most 1.1% over these 12 steps (first
@@ -95,6 +96,18 @@ def test_remat_gives_the_same_results_and_checkpoints_g2(problem):
   # One checkpoint per block after layer 3: 8x8 (layer 4), 16x16, 32x32 + ToRGB.
   assert checkpoints(True) == gen.config.resolution_log2 - 2
   assert checkpoints(False) == 0
+
+
+def test_bf16_vgg_under_jit_matches_float32(problem):
+  """Guards the ReLU-after-pool order of models/vgg.py: XLA:CPU of jaxlib 0.12.0.1 turns bf16 conv -> ReLU
+  -> conv -> ReLU -> max-pool in one jitted program into NaN / 1e38 garbage (jax 0.10.2 does not)."""
+  percep, images = problem[1], problem[2]
+  feats = jax.jit(vgg.features, static_argnums=(2, 3, 4, 5))
+  f32 = np.asarray(feats(percep.params, images, 'relu3_3', None, 'nearest', jnp.float32))
+  bf16 = np.asarray(feats(percep.params, images, 'relu3_3', None, 'nearest', jnp.bfloat16))
+  assert np.all(np.isfinite(bf16))
+  # Measured: relative L2 error 2.7e-3 (bf16 has an 8-bit mantissa); 10x room.
+  assert np.linalg.norm(bf16 - f32) / np.linalg.norm(f32) < 0.03
 
 
 @pytest.mark.parametrize('layer', [2, 3, 4, 8])

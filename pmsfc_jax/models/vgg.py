@@ -95,17 +95,20 @@ class VGG16(nn.Module):
     for t in self.taps:
       check_layer(t)
     last = max(RELU_LAYERS.index(t) for t in self.taps)
-    outs = {}
+    outs, pre = {}, x
     i = 0
     for c in _CFG:
       if i > last:
         break
       if c == 'M':
-        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
+        # ReLU after the max-pool: the same values as pooling the ReLU (the two commute). XLA:CPU of
+        # jaxlib 0.12.0.1 miscompiles bf16 conv -> ReLU -> conv -> ReLU -> max-pool in one program (NaN /
+        # 1e38 garbage; tests/test_precision.py::test_bf16_vgg_under_jit_matches_float32); this order avoids it.
+        x = nn.relu(nn.max_pool(pre, (2, 2), strides=(2, 2), padding='VALID'))
         continue
       name, ch = c
-      x = nn.Conv(ch, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=f'Conv_{i}')(x)
-      x = nn.relu(x)
+      pre = nn.Conv(ch, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=f'Conv_{i}')(x)
+      x = nn.relu(pre)
       outs[RELU_LAYERS[i]] = x
       i += 1
     return [outs[t] for t in self.taps]
