@@ -10,6 +10,8 @@ the shared ``celeba_small`` folder without ``009000.jpg``, a training face), onc
 (``io.listing.image_keys``) and the same number of steps. Prints per-image PSNR side by side, the mean
 change and its spread, and the final losses. Both reconstructions are scored in float32 against the
 target (``evaluation.metrics.psnr`` on [0, 1] images). Goal (issue #10): a mean change within 0.1 dB.
+``--control`` adds float32 with the next seed: how far per-image PSNR moves with other initial codes,
+the scale against which the bf16 spread is read.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ _NUM = flags.DEFINE_integer('num_images', 16, 'Held-out faces 009001.jpg onwards
 _ITERS = flags.DEFINE_integer('iterations', 0, 'Adam steps (0: the demo preset, 300).')
 _METHOD = flags.DEFINE_enum('method', 'pmsfc', ['pmsfc', 'mganprior'], 'Composition.')
 _BATCH = flags.DEFINE_integer('batch_size', 8, 'Images per inversion call.')
+_CONTROL = flags.DEFINE_bool(
+  'control',
+  False,
+  'Also float32 with the next seed (other initial codes): the per-image spread of the method.',
+)
 
 
 def invert(cfg, gen, percep, masks, names, targets) -> tuple[np.ndarray, np.ndarray, float]:
@@ -76,6 +83,8 @@ def main(argv):
     out[dtype] = invert(
       config.override(cfg, {'model.compute_dtype': dtype}), gen, percep, masks, names, targets
     )
+  if _CONTROL.value:
+    out['control'] = invert(config.override(cfg, {'seed': cfg.seed + 1}), gen, percep, masks, names, targets)
   (p32, l32, s32), (p16, l16, s16) = out['float32'], out['bfloat16']
   d = p16 - p32
   rows = [[n, *map(float, v)] for n, *v in zip(names, p32, p16, d, l32, l16)]
@@ -91,6 +100,12 @@ def main(argv):
     f'(per image: sd {d.std():.3f}, min {d.min():+.3f}, max {d.max():+.3f}; standard error of the mean '
     f'{d.std(ddof=1) / np.sqrt(len(d)):.3f}); wall time f32 {s32:.0f} s, bf16 {s16:.0f} s'
   )
+  if _CONTROL.value:
+    c = out['control'][0] - p32
+    print(
+      f'control, float32 with seed {cfg.seed + 1} instead of {cfg.seed} (other initial codes): mean change '
+      f'{c.mean():+.3f} dB, per image sd {c.std():.3f}, min {c.min():+.3f}, max {c.max():+.3f}'
+    )
 
 
 if __name__ == '__main__':

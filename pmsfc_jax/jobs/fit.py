@@ -92,7 +92,9 @@ def resolve_batch_size(
     capacity = device_capacity(device)
   if capacity is None:
     logging.info(
-      'batch_size=auto on %s: no device memory limit to size it by; batch size %d', device.platform, batch
+      'batch_size=auto on %s: batch size %d (auto sizes batches by accelerator memory)',
+      device.platform,
+      batch,
     )
   else:
     steps = job_steps_per_call(cfg)
