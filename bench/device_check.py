@@ -63,7 +63,7 @@ def _args(argv=None) -> argparse.Namespace:
   p.add_argument('--timed_steps', type=int, default=5)
   p.add_argument('--scan_steps', type=int, default=5)
   p.add_argument('--iterations', type=int, default=7000, help='extrapolate to this many steps per image')
-  p.add_argument('--budget_s', type=float, default=450.0, help='skip the phases that would end after this')
+  p.add_argument('--budget_s', type=float, default=400.0, help='skip the phases that would end after this')
   return p.parse_args(argv)
 
 

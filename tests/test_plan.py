@@ -20,6 +20,7 @@ from pmsfc_jax.core import config
 from pmsfc_jax.core import inversion
 from pmsfc_jax.core import mesh as mesh_lib
 from pmsfc_jax.core import presets
+from pmsfc_jax.io import checkpoints
 from pmsfc_jax.io import pretrained
 from pmsfc_jax.jobs import aot
 from pmsfc_jax.jobs import chips
@@ -219,17 +220,16 @@ def test_missing_libtpu_is_a_clear_error(monkeypatch, capsys):
 
 
 @needs_libtpu
-def test_cli_writes_json(tmp_path):
+def test_cli_plans_a_checkpoints_architecture_and_writes_json(tmp_path):
   out = tmp_path / 'plan.json'
-  args = [f'--{k}={v}' for k, v in ARCH.items() if k != 'fused_scale'] + ['--fused_scale=false']
   r = subprocess.run(
-    [sys.executable, '-m', 'launch.plan', '--topology=v5e:2x2', f'--resolution={RES}', '--batch_size=1',
-     '--num_codes=2', '--num_subspaces=4', '--iterations=8', '--config.loss.perceptual.resize=0',
-     '--programs=discovery', f'--output_json={out}', *args],
+    [sys.executable, '-m', 'launch.plan', '--topology=v5e:2x2', '--generator=demo', '--programs=discovery',
+     f'--output_json={out}'],
     cwd=REPO, capture_output=True, text=True, timeout=600,
   )  # fmt: skip
   assert r.returncode == 0, r.stderr
   result = json.loads(out.read_text())
+  assert result['generator'] == checkpoints.load_generator_config('demo').to_dict()  # its config item only
   assert result['chips'] == 4 and result['discovery']['collectives']['all-reduce'] == 1
   assert '| discovery |' in r.stdout
   assert 'TPU_ACCELERATOR_TYPE' not in r.stderr  # libtpu's start-up warnings are kept off stderr
@@ -301,6 +301,24 @@ def test_plan_compiles_the_program_the_job_runs(cpu_job):
   )
   planned = aot.inversion_program(gcfg, CFG, R, m, targets.shape[0], 3).lower()
   assert planned.as_text() == job.as_text()
+
+
+@pytest.mark.parametrize(
+  'overrides',
+  [
+    {'task.name': 'super_resolve', 'task.factor': 4},
+    {'task.name': 'inpaint'},
+    {'task.name': 'colorize', 'loss.perceptual_weight': 0.0},
+    {'method.name': 'mganprior', 'method.num_codes': 4},
+  ],
+  ids=['super_resolve', 'inpaint', 'colorize-no-vgg', 'mganprior'],
+)
+def test_plan_programs_lower_for_every_task_and_method(cpu_job, overrides):
+  gcfg, m, *_ = cpu_job
+  cfg = config.override(CFG, overrides)
+  text = aot.inversion_program(gcfg, cfg, R, m, 2 * m.size, 2).lower().as_text()
+  size = RES // 4 if cfg.task.name == 'super_resolve' else RES
+  assert f'tensor<{2 * m.size}x{size}x{size}x3xf32>' in text
 
 
 def test_auto_batch_size_on_cpu_keeps_the_default_and_searches_given_a_capacity(cpu_job, caplog):

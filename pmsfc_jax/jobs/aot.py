@@ -123,7 +123,7 @@ def inversion_program(
     known = jax.ShapeDtypeStruct((batch, res, res, 1), jnp.float32, sharding=bsh)
   keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), batch))
   state = jax.eval_shape(
-    lambda g, t, m, k: inversion.init_state(g, None, t, m, cfg, k), gen, targets, masks, keys
+    lambda g, t, m, k, kn: inversion.init_state(g, None, t, m, cfg, k, kn), gen, targets, masks, keys, known
   )
   tfeat = None
   if percep is not None:
