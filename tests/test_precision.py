@@ -119,14 +119,15 @@ def test_remat_g2_equals_g2_at_every_split(tiny_generator, layer):
   )
 
 
-def test_compute_dtype_is_checked_and_fingerprinted_only_when_set():
+def test_compute_dtype_is_checked_and_fingerprinted_only_when_set(tiny_generator):
   with pytest.raises(config.ConfigError, match='model.compute_dtype'):
     config.override(config.InvertConfig(), {'model.compute_dtype': 'float16'})
-  default = config.result_settings(config.InvertConfig())
-  bf16 = config.result_settings(config.override(config.InvertConfig(), {'model.compute_dtype': 'bfloat16'}))
-  # Output folders written before the setting existed keep their fingerprint (computed in float32).
-  assert 'compute_dtype' not in default['model']
-  assert bf16['model']['compute_dtype'] == 'bfloat16'
-  remat = config.result_settings(config.override(config.InvertConfig(), {'job.remat': True}))
-  assert remat == default  # job settings do not change results (tested above)
-  assert fingerprint.VERSION == 2
+  payload = lambda **o: fingerprint.payload(
+    config.override(config.InvertConfig(), o), tiny_generator, None, None
+  )
+  default, bf16 = payload(), payload(**{'model.compute_dtype': 'bfloat16'})
+  # Output folders written before the setting existed keep their fingerprint (they computed in float32).
+  assert 'compute_dtype' not in default['config']['model']
+  assert bf16['config']['model']['compute_dtype'] == 'bfloat16'
+  assert fingerprint.digest(bf16) != fingerprint.digest(default)
+  assert payload(**{'job.remat': True}) == default  # job settings do not change results (tested above)

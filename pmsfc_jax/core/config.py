@@ -41,7 +41,6 @@ DOWNSAMPLE_METHODS = ('bilinear', 'area')
 CROPS = ('center', 'pad')
 REDUCTIONS = ('mean', 'sum')
 AFFINITIES = ('paper', 'dsc')
-COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 
 # ------------------------------------------------------------------------------------------------
@@ -58,18 +57,13 @@ class GeneratorSplit:
 
 @dataclasses.dataclass(frozen=True)
 class Model(GeneratorSplit):
-  """+ the subspace directory (``launch.discover`` output or shipped name); mGANprior needs none.
-
-  compute_dtype: the activations of G1, G2 and VGG ('bfloat16': about half the activation memory and
-  the tensor-core / MXU rate of bf16); params, codes, weights, optimizer state and the loss stay
-  float32 (``core/objective.py``; measured PSNR change: docs/performance.md).
-  """
+  """+ the subspace directory (``launch.discover`` output or shipped name); mGANprior needs none."""
 
   subspaces: str = _file()
-  compute_dtype: str = dataclasses.field(default='float32', metadata={'fingerprint_if_not_default': True})
+  compute_dtype: str = 'float32'  # G1/G2/VGG activations; the rest stays float32 (core/objective.py)
 
   def __post_init__(self):
-    _one_of(self.compute_dtype, COMPUTE_DTYPES, 'model.compute_dtype')
+    _one_of(self.compute_dtype, ('float32', 'bfloat16'), 'model.compute_dtype')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,9 +167,7 @@ class Job:
 
   images: str = ''  # directory (recursive), glob, list file or one image
   output_dir: str = ''
-  batch_size: int = (
-    8  # rounded up to a multiple of the device count; 0 = auto (largest that fits, jobs/plan.py)
-  )
+  batch_size: int = 8  # rounded up to a multiple of the device count; 0: auto (jobs/fit.py)
   checkpoint_every: int = 500  # steps between orbax checkpoints of the batch state (0: never)
   chunk_size: int = 500  # steps per run_steps call in invert() (jobs checkpoint between chunks)
   steps_per_call: int = 0  # steps per jitted lax.scan; 0 = auto: 1 on CPU (core/loops.py)
@@ -256,8 +248,7 @@ InvertConfigLike = Union[InvertConfig, Mapping[str, Any], Any]
 
 def result_settings(cfg: Any) -> dict:
   """The settings that change results: every section but ``job``, file settings left out (their
-  contents count instead), the task settings the task does not read, and settings added later
-  (``model.compute_dtype``) while they have their default."""
+  contents count instead), and the task settings the task does not read."""
 
   def keep(obj) -> dict:
     out = {}
@@ -265,8 +256,6 @@ def result_settings(cfg: Any) -> dict:
       value = getattr(obj, f.name)
       if f.name == 'job' or f.metadata.get('file') or (isinstance(obj, Task) and f.name in obj.unused()):
         continue
-      if f.metadata.get('fingerprint_if_not_default') and value == f.default:
-        continue  # A later setting: folders written before it existed computed with its default.
       out[f.name] = keep(value) if dataclasses.is_dataclass(value) else value
     return out
 
