@@ -93,6 +93,14 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_bool('retry_failed', None, 'Retry images whose manifest line is an error.')
 flags.DEFINE_bool('force', None, 'Overwrite an existing output.')
+# A PGGAN architecture (launch.convert: expected, checked against the file; launch.plan: built, the
+# official one at --resolution by default).
+flags.DEFINE_integer('resolution', None, 'Generator resolution.')
+flags.DEFINE_integer('z_dim', None, 'Latent size (official: 512).')
+flags.DEFINE_integer('fmaps_base', None, 'nf(res) = min(fmaps_base // res, fmaps_max) (official: 16384).')
+flags.DEFINE_integer('fmaps_max', None, 'Maximum channel count (official: 512).')
+flags.DEFINE_enum('fused_scale', None, ['true', 'false', 'auto'], 'Fused upsampling convs (official: true).')
+ARCHITECTURE = ('resolution', 'z_dim', 'fmaps_base', 'fmaps_max', 'fused_scale')
 SHARED = (
   'config',
   'generator',
@@ -122,6 +130,7 @@ SHARED = (
   'overwrite_config',
   'retry_failed',
   'force',
+  *ARCHITECTURE,
 )
 PRESET_FLAGS = ('method', 'task', 'preset')
 _STATE = {'default_config': False}

@@ -33,15 +33,11 @@ NAMED = {
   'num_codes': 'method.num_codes',
   'layer': 'model.layer',
   'num_subspaces': None,
+  **dict.fromkeys(launch_flags.ARCHITECTURE),
 }
 _TOPOLOGY = flags.DEFINE_string(
   'topology', None, 'TPU topology, e.g. v5e:2x2, v5e:16x16, v4:4x4x4, v5p:8x8x8.'
 )
-_RESOLUTION = flags.DEFINE_integer('resolution', None, 'Official PGGAN architecture at this resolution.')
-_Z_DIM = flags.DEFINE_integer('z_dim', None, 'Architecture override (default: the official 512).')
-_FMAPS_BASE = flags.DEFINE_integer('fmaps_base', None, 'Architecture override (official: 16384).')
-_FMAPS_MAX = flags.DEFINE_integer('fmaps_max', None, 'Architecture override (official: 512).')
-_FUSED = flags.DEFINE_enum('fused_scale', 'true', ['true', 'false', 'auto'], 'Official: true (TF G_paper).')
 _STEPS = flags.DEFINE_integer('steps_per_call', 0, "Inversion steps per jitted call (0: the job's).")
 _FRACTION = flags.DEFINE_float('fraction_of_peak', plan.DEFAULT_FRACTION_OF_PEAK, 'Assumed FLOP/s fraction.')
 _CAPACITY = flags.DEFINE_float('hbm_capacity_gib', 0, 'Per-chip memory override in GiB (0: the chip table).')
@@ -54,17 +50,12 @@ _OUTPUT_JSON = flags.DEFINE_string('output_json', '', 'Write the plan here as JS
 
 def main(argv):
   launch_flags.check(argv, ['config', *NAMED], required=['topology'])
-  arch = {
-    k: f.value
-    for k, f in (('z_dim', _Z_DIM), ('fmaps_base', _FMAPS_BASE), ('fmaps_max', _FMAPS_MAX))
-    if f.value
-  }
   return launch_flags.call(
     plan.main,
     launch_flags.config(config.InvertConfig, NAMED),
     topology=_TOPOLOGY.value,
-    resolution=_RESOLUTION.value,
-    arch={**arch, 'fused_scale': {'true': True, 'false': False}.get(_FUSED.value, 'auto')},
+    resolution=flags.FLAGS.resolution,
+    arch=launch_flags.given('z_dim', 'fmaps_base', 'fmaps_max', 'fused_scale'),
     batch_size=flags.FLAGS.batch_size or 0,
     steps_per_call=_STEPS.value,
     fraction_of_peak=_FRACTION.value,

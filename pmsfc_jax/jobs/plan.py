@@ -97,6 +97,10 @@ def _generator_config(
     return checkpoints.load_generator_config(cfg.model.generator)  # the config item only, no weights
   if not resolution:
     raise PlanError('give --resolution (the official PGGAN architecture at that size) or --generator')
+  arch = dict(arch)  # the official architecture (TF G_paper: fused upsampling convs) unless overridden
+  arch['fused_scale'] = {'true': True, 'false': False}.get(
+    arch.get('fused_scale', True), arch.get('fused_scale', True)
+  )
   try:
     return pggan.GeneratorConfig(resolution=resolution, **arch)
   except ValueError as e:
