@@ -14,7 +14,7 @@ setup(
   package_data={'pmsfc_jax': ['assets/**/*', 'assets/*/*/*', 'assets/*/*/*/*', 'assets/*/*/*/*/*']},
   include_package_data=True,
   install_requires=[
-    'jax>=0.10,<0.11',
+    'jax>=0.10,<0.13',  # tested: 0.10.2 (Python 3.11) and 0.12.0.1 (Python 3.12), see .ci/run
     'flax>=0.12',
     'optax>=0.2.8',
     'orbax-checkpoint>=0.12',
@@ -34,7 +34,12 @@ setup(
   ],
   extras_require={
     'convert': ['torch==2.13.0'],
-    'test': ['torch==2.13.0', 'pytest', 'chex', 'scikit-image'],
+    # torch: the PyTorch parity tests, on Python < 3.12 only (CI's first leg); on 3.12 (CI's second leg, the
+    # newest jax) they skip naming leg 1. setuptools>=70.1 builds wheels without the 'wheel' package
+    # (test_demo_model runs 'pip wheel --no-build-isolation'; 3.12 venvs ship no setuptools, 3.11 ones 65.5).
+    'test': ['torch==2.13.0; python_version < "3.12"', 'pytest', 'chex', 'scikit-image', 'setuptools>=70.1'],
+    # Ahead-of-time compilation for TPU topologies without a TPU (launch.plan, tests/test_plan.py): libtpu.
+    'tpu': ['jax[tpu]>=0.10,<0.13'],
     'lint': ['ruff==0.17.6'],  # formatter + linter, configured in pyproject.toml
   },
 )

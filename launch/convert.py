@@ -17,12 +17,11 @@ from weights_conversion import convert
 
 flags.DEFINE_string('source', None, 'Checkpoint file to convert (.pkl or .pth). Required.')
 flags.DEFINE_enum('source_format', None, ['auto', *convert.FORMATS], 'Source file format (default auto).')
-flags.DEFINE_integer('resolution', None, 'Expected resolution (checked against the file).')
-flags.DEFINE_integer('z_dim', None, 'Expected latent size (checked against the file).')
-flags.DEFINE_integer('fmaps_base', None, 'nf(res) = min(fmaps_base // res, fmaps_max).')
-flags.DEFINE_integer('fmaps_max', None, 'Maximum channel count.')
-flags.DEFINE_enum('fused_scale', None, ['true', 'false', 'auto'], 'Expected fused upsampling.')
-SHARED = ('output', 'force')
+SHARED = (
+  'output',
+  'force',
+  *launch_flags.ARCHITECTURE,
+)  # the architecture: expected, checked against the file
 
 
 def main(argv):

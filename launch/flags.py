@@ -59,7 +59,28 @@ flags.DEFINE_string('preset', None, "Extra config presets, e.g. 'fast' or 'local
 flags.DEFINE_string('mask', None, 'Inpainting mask PNG (white = hole).')
 flags.DEFINE_integer('factor', None, 'Super-resolution factor (inputs are resolution/factor).')
 flags.DEFINE_integer('iterations', None, 'Optimisation steps.')
-flags.DEFINE_integer('batch_size', None, 'Batch size.')
+
+
+class _BatchSizeParser(flags.IntegerParser):
+  """An int, or ``auto`` (stored as 0): the largest per-device batch that fits (launch.invert, launch.plan)."""
+
+  def parse(self, argument):
+    if isinstance(argument, str) and argument.strip().lower() == 'auto':
+      return 0
+    return super().parse(argument)
+
+  def flag_type(self):
+    return 'int or auto'
+
+
+flags.DEFINE(
+  _BatchSizeParser(lower_bound=0),
+  'batch_size',
+  None,
+  'Batch size, or auto: the largest per-device batch whose compiled step fits the device memory '
+  '(launch.invert, launch.plan; on CPU the default).',
+  serializer=flags.ArgumentSerializer(),
+)
 flags.DEFINE_integer('num_codes', None, 'K codes per subspace (pmsfc) or N codes (mganprior).')
 flags.DEFINE_integer('checkpoint_every', None, 'Save the state every N steps (0: never).')
 flags.DEFINE_integer('seed', None, 'Random seed.')
@@ -80,6 +101,14 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_bool('retry_failed', None, 'Retry images whose manifest line is an error.')
 flags.DEFINE_bool('force', None, 'Overwrite an existing output.')
+# A PGGAN architecture (launch.convert: expected, checked against the file; launch.plan: built, the
+# official one at --resolution by default).
+flags.DEFINE_integer('resolution', None, 'Generator resolution.')
+flags.DEFINE_integer('z_dim', None, 'Latent size (official: 512).')
+flags.DEFINE_integer('fmaps_base', None, 'nf(res) = min(fmaps_base // res, fmaps_max) (official: 16384).')
+flags.DEFINE_integer('fmaps_max', None, 'Maximum channel count (official: 512).')
+flags.DEFINE_enum('fused_scale', None, ['true', 'false', 'auto'], 'Fused upsampling convs (official: true).')
+ARCHITECTURE = ('resolution', 'z_dim', 'fmaps_base', 'fmaps_max', 'fused_scale')
 SHARED = (
   'config',
   'generator',
@@ -109,6 +138,7 @@ SHARED = (
   'overwrite_config',
   'retry_failed',
   'force',
+  *ARCHITECTURE,
 )
 PRESET_FLAGS = ('method', 'task', 'preset')
 _STATE = {'default_config': False}

@@ -140,7 +140,7 @@ def test_result_settings_follow_from_the_sections():
   c = presets.invert('pmsfc,colorize')
   r = config.result_settings(c)
   assert set(r) == {'model', 'method', 'optim', 'loss', 'task', 'seed'}  # not 'job'
-  assert r['model'] == {'layer': 3}  # files: contents count
+  assert r['model'] == {'layer': 3, 'compute_dtype': 'float32'}  # files: contents count
   assert set(r['task']) == {'name', 'crop'}  # unused by colorize
   assert set(config.result_settings(presets.invert('super_resolve'))['task']) == {
     'name',

@@ -12,15 +12,19 @@ import types
 import jax
 import numpy as np
 import pytest
-import torch
-from absl import flags
 
 from pmsfc_jax.io import checkpoints
 from pmsfc_jax.models import pggan
-from tests import reference_pggan_torch as ref
+from tests import torch_util
+from tests.cli_util import run_cli_in_process
 from weights_conversion import common
 from weights_conversion import convert
 from weights_conversion import mganprior_pth
+
+if torch_util.HAS_TORCH:  # the reference model; without torch the tests that need it skip (torch_util)
+  import torch
+
+  from tests import reference_pggan_torch as ref
 from weights_conversion import nvidia_tf_pkl
 from weights_conversion import safe_pickle
 
@@ -50,27 +54,6 @@ def _save_pth(model, path):
   return path
 
 
-def run_cli_in_process(main, argv):
-  """Runs an absl ``main`` with ``--name=value`` / ``--flag`` / ``--noflag`` args, as ``python -m``.
-
-  Flags are set one by one and marked parsed, so validators of other launch modules imported in the same
-  pytest process (their required flags) do not interfere.
-  """
-  fv = flags.FLAGS
-  fv.unparse_flags()
-  try:
-    for arg in argv:
-      name, has_value, value = arg[2:].partition('=')
-      if not has_value:
-        name, value = (name[2:], 'false') if name.startswith('no') and name not in fv else (name, 'true')
-      fv[name].parse(value)
-      fv[name].using_default_value = False
-    fv.mark_as_parsed()
-    main(['prog'])
-  finally:
-    fv.unparse_flags()
-
-
 def _run_convert_cli(argv):
   """Runs launch.convert's main in-process with these flags (as `python -m launch.convert ...`)."""
   from launch import convert as convert_cli
@@ -82,6 +65,7 @@ def _max_err(a, b):
   return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
+@torch_util.needs_torch
 @pytest.mark.parametrize('arch', sorted(ARCHS))
 def test_pth_conversion_matches_reference_images_and_every_layer(arch, tmp_path):
   res, z_dim, base, fmax, fused = ARCHS[arch]
@@ -112,6 +96,7 @@ def test_pth_conversion_matches_reference_images_and_every_layer(arch, tmp_path)
     assert _max_err(gen.g2(want_feats[layer], layer), want_img) <= TOL, f'G2 at layer {layer}'
 
 
+@torch_util.needs_torch
 @pytest.mark.parametrize('arch', [(128, 32, 512, 16, 'auto'), (64, 32, 512, 16, True)])
 def test_float64_parity_narrow_channels(arch):
   """Converted params run in float64 match the float64 reference to 1e-9: differences are pure rounding."""
@@ -132,6 +117,7 @@ def test_float64_parity_narrow_channels(arch):
       assert _max_err(pggan.g1(cfg, params64, z, layer), want) <= 1e-9, f'layer {layer}'
 
 
+@torch_util.needs_torch
 def test_convert_cli_detects_format_and_refuses_overwrite(tmp_path):
   model = ref.random_model(16, 32, 256, 32)
   src = _save_pth(model, tmp_path / 'weights.bin')  # no extension: detected from the zip magic
@@ -263,6 +249,7 @@ def _static_kwargs(res, z_dim, base, fmax, fused):
   return kw
 
 
+@torch_util.needs_torch
 @pytest.mark.parametrize(
   'arch,protocol,module',
   [
@@ -352,6 +339,7 @@ def _sd16():
   return {k: v.detach().numpy().copy() for k, v in ref.random_model(16, 32, 256, 32).state_dict().items()}
 
 
+@torch_util.needs_torch
 @pytest.mark.parametrize(
   'edit,key,message',
   [
@@ -397,6 +385,7 @@ def _tf_vars16():
   return dict(tf_variables_from_torch(ref.random_model(16, 32, 256, 32).state_dict(), 16))
 
 
+@torch_util.needs_torch
 @pytest.mark.parametrize(
   'edit,key,message',
   [
@@ -427,6 +416,7 @@ def test_tf_bad_keys_named(edit, key, message, tmp_path, monkeypatch):
     convert.convert_file(tmp_path / 'bad.pkl')
 
 
+@torch_util.needs_torch
 @pytest.mark.parametrize(
   'kwargs,message',
   [
@@ -444,6 +434,7 @@ def test_tf_unsupported_variants_refused(kwargs, message, tmp_path, monkeypatch)
     convert.convert_file(tmp_path / 'v.pkl')
 
 
+@torch_util.needs_torch
 def test_mid_growth_lod_refused(tmp_path, monkeypatch):
   sd = _sd16()
   sd['lod'] = np.float32(1.5)
@@ -458,6 +449,7 @@ def test_mid_growth_lod_refused(tmp_path, monkeypatch):
     convert.convert_file(tmp_path / 'grow.pkl')
 
 
+@torch_util.needs_torch
 def test_explicit_config_flags_checked(tmp_path):
   src = _save_pth(ref.random_model(16, 32, 256, 32), tmp_path / 'g.pth')
   with pytest.raises(common.ConversionError, match=r'resolution=32 but the checkpoint has 16'):
@@ -471,6 +463,7 @@ def test_explicit_config_flags_checked(tmp_path):
   assert meta['format'] == 'mganprior_pth' and meta['source_name'] == 'g.pth' and len(meta['sha256']) == 64
 
 
+@torch_util.needs_torch
 def test_inconsistent_channels_refused():
   sd = _sd16()
   sd['layer3.conv.weight'] = np.zeros((8, 32, 3, 3), np.float32)  # 8x8 narrower than 16x16

@@ -8,6 +8,7 @@ from PIL import Image
 from pmsfc_jax.core import config
 from pmsfc_jax.core import degradations as D
 from pmsfc_jax.io import masks
+from tests import torch_util
 
 
 def _rand(shape, seed=0):
@@ -47,7 +48,7 @@ def test_merge_luminance_keeps_input_luma_and_estimate_chroma():
 @pytest.mark.parametrize('factor', [2, 4, 3])
 @pytest.mark.parametrize('method,torch_mode', [('bilinear', 'bilinear'), ('area', 'area')])
 def test_downsample_matches_pytorch(factor, method, torch_mode):
-  torch = pytest.importorskip('torch')
+  torch = torch_util.require()
   x = _rand((2, 12, 12, 3), 4)
   ours = np.asarray(D.downsample(jnp.asarray(x), factor, method))
   kw = {'align_corners': False} if torch_mode == 'bilinear' else {}

@@ -12,7 +12,7 @@ from PIL import Image
 
 from pmsfc_jax.io import checkpoints
 from pmsfc_jax.io import images as imageio
-from tests.test_conversion import run_cli_in_process
+from tests.cli_util import run_cli_in_process
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import skimage.color
 import skimage.metrics
-import torch
-import torch.nn.functional as F
 
 from pmsfc_jax.evaluation import metrics
 from pmsfc_jax.evaluation import niqe
 from pmsfc_jax.io import images as imageio
 from pmsfc_jax.io import pretrained
 from pmsfc_jax.models import lpips as lpips_model
+from tests import torch_util
 from tests.conftest import TEST_DATA
 
 
@@ -98,6 +97,8 @@ def test_lpips_vgg_golden(lpips_images):
 
 def _torch_lpips_alex(params, x0, x1):
   """LPIPS v0.1 AlexNet written with torch.nn.functional from the official recipe, float64."""
+  torch = torch_util.require()
+  F = torch.nn.functional
 
   def t(a):
     return torch.from_numpy(np.asarray(a, np.float64))

@@ -4,12 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from pmsfc_jax.core import objective as losses
 from pmsfc_jax.io import images as imageio
 from pmsfc_jax.io import pretrained
+from tests import torch_util
 from tests.test_vgg import _torch_vgg_features
 
 CFG = losses.PerceptualConfig(resize=32)  # mGANprior resizes to 256; 32 keeps the test fast.
@@ -29,6 +28,8 @@ def pair(public_images):
 
 def _mganprior_loss(params, x, gt):
   """mGANprior CombinationLoss (l2_lambda=1, vgg_lambda=1, vgg_loss_type='L1') for one image, torch."""
+  torch = torch_util.require()
+  F = torch.nn.functional
   x_t, gt_t = (torch.from_numpy(np.asarray(a, np.float64)) for a in (x, gt))
   l2 = F.mse_loss(x_t, gt_t)
 

@@ -4,16 +4,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from pmsfc_jax.io import images as imageio
 from pmsfc_jax.io import pretrained
 from pmsfc_jax.models import vgg
+from tests import torch_util
 
 
 def _torch_vgg_features(params, x01, layer):
   """torchvision vgg16().features up to ``layer`` written with torch.nn.functional, float64, NCHW."""
+  torch = torch_util.require()
+  F = torch.nn.functional
   mean = torch.tensor(vgg.IMAGENET_MEAN, dtype=torch.float64)[:, None, None]
   std = torch.tensor(vgg.IMAGENET_STD, dtype=torch.float64)[:, None, None]
   h = (torch.from_numpy(np.asarray(x01, np.float64)).permute(0, 3, 1, 2) - mean) / std
@@ -61,5 +62,8 @@ def test_unknown_layer():
 def test_resize_nearest_matches_torch(size_in, size_out):
   x = np.random.default_rng(0).normal(size=(2, size_in, size_in, 3)).astype(np.float32)
   ours = np.asarray(vgg.resize_nearest(jnp.asarray(x), size_out))
-  ref = F.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), size=size_out, mode='nearest')
+  torch = torch_util.require()
+  ref = torch.nn.functional.interpolate(
+    torch.from_numpy(x).permute(0, 3, 1, 2), size=size_out, mode='nearest'
+  )
   np.testing.assert_array_equal(ours, ref.permute(0, 2, 3, 1).numpy())

@@ -77,11 +77,15 @@ def _g1_batch(gen: pggan.Generator, z: Array, layer: int) -> Array:
   return feats.reshape(*lead, *feats.shape[1:])
 
 
-def mganprior_features(gen: pggan.Generator, codes: Array, weights: Array, layer: int) -> Array:
-  """Eq. 1 features ``sum_k G1(z_k) * alpha_k / N``: codes (N, z), weights (N, C) -> (H, W, C)."""
+def mganprior_features(
+  gen: pggan.Generator, codes: Array, weights: Array, layer: int, dtype=jnp.float32
+) -> Array:
+  """Eq. 1 features ``sum_k G1(z_k) * alpha_k / N``: codes (N, z), weights (N, C) -> (H, W, C) float32.
+
+  ``dtype``: G1's compute dtype (see :func:`pmsfc_features`)."""
   n = codes.shape[0]
-  feats = _g1_batch(gen, codes, layer)
-  return jnp.einsum('khwc,kc->hwc', feats, weights) / n
+  feats = _g1_batch(gen, codes.astype(dtype), layer)
+  return jnp.einsum('khwc,kc->hwc', feats, weights.astype(dtype), preferred_element_type=jnp.float32) / n
 
 
 def safe_denominator(d: Array, eps: float = DEFAULT_WEIGHT_EPS) -> Array:
@@ -105,15 +109,19 @@ def pmsfc_features(
   layer: int,
   eps: float = DEFAULT_WEIGHT_EPS,
   per_subspace: bool = False,
+  dtype=jnp.float32,
 ) -> Array:
-  """Eq. 6-7 composed features ``re-order(f^1..f^R)`` = sum_r f^r for a partition: (H, W, C).
+  """Eq. 6-7 composed features ``re-order(f^1..f^R)`` = sum_r f^r for a partition: (H, W, C) float32.
 
   ``per_subspace=True``: Eq. 6's masked composed map of every subspace, f^r: (R, H, W, C) (zero outside
-  m^r; their sum is the composition).
+  m^r; their sum is the composition). ``dtype``: G1's compute dtype; the coefficients (tanh, the sum
+  over K that may cancel near 0, the clamp) are computed in float32 and the einsum accumulates in
+  float32 whatever ``dtype`` is.
   """
-  feats = _g1_batch(gen, codes, layer)  # (R, K, H, W, C)
-  coef = pmsfc_coefficients(weights, masks, eps)  # (R, K, C)
-  return jnp.einsum('rkhwc,rkc->rhwc' if per_subspace else 'rkhwc,rkc->hwc', feats, coef)
+  feats = _g1_batch(gen, codes.astype(dtype), layer)  # (R, K, H, W, C)
+  coef = pmsfc_coefficients(weights, masks, eps).astype(dtype)  # (R, K, C)
+  spec = 'rkhwc,rkc->rhwc' if per_subspace else 'rkhwc,rkc->hwc'
+  return jnp.einsum(spec, feats, coef, preferred_element_type=jnp.float32)
 
 
 def compose(
@@ -124,20 +132,25 @@ def compose(
   layer: int,
   method: str,
   eps: float = DEFAULT_WEIGHT_EPS,
+  dtype=jnp.float32,
 ) -> Array:
-  """Composed layer-``layer`` features of one image for ``method`` in {'pmsfc', 'mganprior'}."""
+  """Composed layer-``layer`` features of one image for ``method`` in {'pmsfc', 'mganprior'} (float32;
+  ``dtype``: G1's compute dtype)."""
   if method == 'mganprior':
-    return mganprior_features(gen, codes, weights, layer)
+    return mganprior_features(gen, codes, weights, layer, dtype)
   if method == 'pmsfc':
     if masks is None:
       raise ValueError("method 'pmsfc' needs subspace masks (R, C)")
-    return pmsfc_features(gen, codes, weights, masks, layer, eps)
+    return pmsfc_features(gen, codes, weights, masks, layer, eps, dtype=dtype)
   raise ValueError(f"unknown method {method!r}; expected 'pmsfc' or 'mganprior'")
 
 
-def decode(gen: pggan.Generator, features: Array, layer: int) -> Array:
-  """G2 of one image's features (H, W, C) -> image (H', W', 3)."""
-  return gen.g2(features[None], layer)[0]
+def decode(
+  gen: pggan.Generator, features: Array, layer: int, dtype=jnp.float32, remat: bool = False
+) -> Array:
+  """G2 of one image's features (H, W, C) -> image (H', W', 3) float32, computed in ``dtype``
+  (``remat``: ``jax.checkpoint`` per G2 block, see ``pggan.g2``)."""
+  return gen.g2(features[None].astype(dtype), layer, remat)[0].astype(jnp.float32)
 
 
 def check_masks(

@@ -61,6 +61,10 @@ class Model(GeneratorSplit):
   """+ the subspace directory (``launch.discover`` output or shipped name); mGANprior needs none."""
 
   subspaces: str = _file()
+  compute_dtype: str = 'float32'  # G1/G2/VGG activations; the rest stays float32 (core/objective.py)
+
+  def __post_init__(self):
+    _one_of(self.compute_dtype, ('float32', 'bfloat16'), 'model.compute_dtype')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,10 +170,11 @@ class Job:
 
   images: str = ''  # directory (recursive), glob, list file or one image
   output_dir: str = ''
-  batch_size: int = 8  # rounded up to a multiple of the device count
+  batch_size: int = 8  # rounded up to a multiple of the device count; 0: auto (jobs/fit.py)
   checkpoint_every: int = 500  # steps between orbax checkpoints of the batch state (0: never)
   chunk_size: int = 500  # steps per run_steps call in invert() (jobs checkpoint between chunks)
   steps_per_call: int = 0  # steps per jitted lax.scan; 0 = auto: 1 on CPU (core/loops.py)
+  remat: bool = False  # jax.checkpoint over G2's blocks: less activation memory, same results (tested)
   num_devices: int = 0  # use only the first N local devices (0: all)
   num_workers: int = 4  # image decoding threads
   prefetch_batches: int = 2  # batches decoded ahead
@@ -185,7 +190,7 @@ class Job:
   process_id: int = -1
 
   def __post_init__(self):
-    check(self.batch_size >= 1, f'--batch_size must be >= 1, got {self.batch_size}')
+    check(self.batch_size >= 0, f'--batch_size must be >= 1 (or 0 / auto), got {self.batch_size}')
     check(self.checkpoint_every >= 0, f'--checkpoint_every must be >= 0, got {self.checkpoint_every}')
     check(
       min(self.chunk_size, self.steps_per_call, self.max_call_seconds) >= 0 and self.max_input_bytes >= 1,

@@ -281,7 +281,7 @@ def _objective_jit(percep, targets: Array, known: Optional[Array], cfg: config.I
   x = objective.objective_target(targets, known, cfg.task.name)
   tfeat = None
   if objective.uses_perceptual(cfg):
-    tfeat = jax.lax.stop_gradient(objective.perceptual_features(percep, x))
+    tfeat = jax.lax.stop_gradient(objective.perceptual_features(percep, x, objective.compute_dtype(cfg)))
   return x, tfeat
 
 
@@ -315,6 +315,9 @@ def run_steps_impl(
 
 
 _run_steps_jit = jax.jit(run_steps_impl, static_argnames=('cfg', 'num_steps'), donate_argnums=(2,))
+# The one jitted step function: run_steps calls it, and launch.plan / the batch job's auto batch size
+# compile it ahead of time (jobs/plan.py): what the plan measures is what runs.
+run_steps_jit = _run_steps_jit
 
 
 def finalize(

@@ -27,11 +27,15 @@ from typing import Any, Callable, Optional
 import jax
 
 
-def steps_per_call(requested: int | None, num_steps: int) -> int:
-  """``requested`` steps per jitted call (0 / None: 1 on CPU, all ``num_steps`` elsewhere)."""
+def steps_per_call(requested: int | None, num_steps: int, platform: str | None = None) -> int:
+  """``requested`` steps per jitted call (0 / None: 1 on CPU, all ``num_steps`` elsewhere).
+
+  ``platform``: the backend the steps run on (default: jax's default backend; ``launch.plan`` passes
+  ``'tpu'`` while compiling for a TPU topology on a CPU host).
+  """
   if requested:
     return max(1, min(int(requested), num_steps))
-  return 1 if jax.default_backend() == 'cpu' else max(1, num_steps)
+  return 1 if (platform or jax.default_backend()) == 'cpu' else max(1, num_steps)
 
 
 def _pow2_floor(x: float) -> int:

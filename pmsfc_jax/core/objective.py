@@ -62,10 +62,11 @@ class Perceptual:
 jax.tree_util.register_dataclass(Perceptual, data_fields=['params'], meta_fields=['config'])
 
 
-def perceptual_features(percep: Perceptual, images: Array) -> Array:
-  """V(images): (B, H, W, 3) in [-1, 1] -> (B, h, w, c) VGG16 features at ``percep.config.layer``."""
+def perceptual_features(percep: Perceptual, images: Array, dtype=jnp.float32) -> Array:
+  """V(images): (B, H, W, 3) in [-1, 1] -> (B, h, w, c) float32 VGG16 features at
+  ``percep.config.layer``, the convolutions computed in ``dtype``."""
   cfg = percep.config
-  return vgg.features(percep.params, images, cfg.layer, cfg.resize, cfg.resize_method)
+  return vgg.features(percep.params, images, cfg.layer, cfg.resize, cfg.resize_method, dtype)
 
 
 def _is_static_zero(w) -> bool:
@@ -101,6 +102,7 @@ def reconstruction_loss(
   pixel_weight: Union[float, Array] = 1.0,
   perceptual_weight: Union[float, Array] = 1.0,
   pixel_mask: Optional[Array] = None,
+  dtype=jnp.float32,
 ) -> Array:
   """Eq. 2: per-image ``pixel_weight * MSE + perceptual_weight * feature_scale * L1(V(x), V(x_hat))``.
 
@@ -114,6 +116,7 @@ def reconstruction_loss(
       ``perceptual_weight`` skips the VGG forward pass entirely (a traced 0 still runs it).
     pixel_mask: optional (B, H, W, 1) {0, 1}: the pixel term averages only where it is 1. The VGG term
       is not masked (the inversion code masks the images themselves where a task needs it, Eq. 9).
+    dtype: VGG's compute dtype (the loss itself is float32).
 
   Returns:
     (B,) losses, one per image (independent of the rest of the batch).
@@ -124,8 +127,8 @@ def reconstruction_loss(
   if percep is None:
     raise ValueError('reconstruction_loss: percep is None but perceptual_weight is not 0')
   if target_features is None:
-    target_features = perceptual_features(percep, target)
-  est_features = perceptual_features(percep, estimate)
+    target_features = perceptual_features(percep, target, dtype)
+  est_features = perceptual_features(percep, estimate, dtype)
   return loss + perceptual_weight * feature_loss(percep, target_features, est_features)
 
 
@@ -135,6 +138,17 @@ def reconstruction_loss(
 
 def uses_perceptual(cfg: config.InvertConfig) -> bool:
   return cfg.loss.perceptual_weight != 0
+
+
+def compute_dtype(cfg: config.InvertConfig) -> jnp.dtype:
+  """The activations' dtype of G1, G2 and VGG (``model.compute_dtype``).
+
+  Mixed precision: params, codes, weights, the optimizer state and every loss stay float32. The
+  composition coefficients are float32 (their sum over K can cancel near 0) and the composition
+  einsum accumulates in float32; images and VGG features are cast back to float32 before the losses.
+  Codes must stay float32: Adam steps of lr 1e-4 vanish on bf16 values near 1 (1 + 1e-4 == 1 in bf16).
+  """
+  return jnp.dtype(cfg.model.compute_dtype)
 
 
 def objective_target(targets: Array, known: Optional[Array], task: str) -> Array:
@@ -149,11 +163,13 @@ def objective_target(targets: Array, known: Optional[Array], task: str) -> Array
 def estimate(
   gen: pggan.Generator, codes: Array, weights: Array, masks: Optional[Array], cfg: config.InvertConfig
 ) -> Array:
-  """x_hat = G2(compose(codes, weights)) of ONE image (H, W, 3) (Eq. 1 or Eq. 6-7 per ``cfg.method``)."""
+  """x_hat = G2(compose(codes, weights)) of ONE image (H, W, 3) float32 (Eq. 1 or Eq. 6-7 per
+  ``cfg.method``), computed in ``model.compute_dtype``, G2 rematerialised with ``job.remat``."""
+  dtype = compute_dtype(cfg)
   feats = composition.compose(
-    gen, codes, weights, masks, cfg.model.layer, cfg.method.name, cfg.method.weight_eps
+    gen, codes, weights, masks, cfg.model.layer, cfg.method.name, cfg.method.weight_eps, dtype
   )
-  return composition.decode(gen, feats, cfg.model.layer)
+  return composition.decode(gen, feats, cfg.model.layer, dtype, cfg.job.remat)
 
 
 def objective(
@@ -189,4 +205,5 @@ def objective(
     pixel_weight=cfg.loss.pixel_weight,
     perceptual_weight=cfg.loss.perceptual_weight if uses_perceptual(cfg) else 0,
     pixel_mask=k if task.name == 'inpaint' else None,
+    dtype=compute_dtype(cfg),
   )[0]

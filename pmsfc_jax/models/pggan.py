@@ -304,8 +304,13 @@ def g1(config: GeneratorConfig, params: Params, z: Array, layer: int) -> Array:
   return PGGANGenerator(config).apply({'params': params}, z, 0, layer)
 
 
-def g2(config: GeneratorConfig, params: Params, features: Array, layer: int) -> Array:
-  """G2 of the split at ``layer``: features of ``layer`` -> image (B, H, W, num_channels)."""
+def g2(config: GeneratorConfig, params: Params, features: Array, layer: int, remat: bool = False) -> Array:
+  """G2 of the split at ``layer``: features of ``layer`` -> image (B, H, W, num_channels).
+
+  Computes in the dtype of ``features`` (the layers cast their f32 params to it). ``remat``: one
+  ``jax.checkpoint`` per resolution block, so a backward pass keeps only the block boundaries and
+  recomputes each block's insides (less activation memory, about one more G2 forward pass; same values).
+  """
   check_layer(config, layer)
   expected = feature_shape(config, layer)
   if tuple(features.shape[1:]) != expected:
@@ -313,7 +318,16 @@ def g2(config: GeneratorConfig, params: Params, features: Array, layer: int) -> 
       f'G2 at layer {layer} expects features of shape (B, {", ".join(map(str, expected))}), '
       f'got {tuple(features.shape)}'
     )
-  return PGGANGenerator(config).apply({'params': params}, features, layer, None)
+  module = PGGANGenerator(config)
+  if not remat:
+    return module.apply({'params': params}, features, layer, None)
+  # Blocks end at even layers (block '4x4' = layers 1-2, '8x8' = 3-4, ...); the last one adds ToRGB.
+  stops = [l for l in range(layer + 1, config.num_layers) if l % 2 == 0] + [None]
+  x, start = features, layer
+  for stop in stops:
+    x = jax.checkpoint(lambda p, h, a=start, b=stop: module.apply({'params': p}, h, a, b))(params, x)
+    start = stop
+  return x
 
 
 def _check_latents(config: GeneratorConfig, z: Array):
@@ -338,8 +352,8 @@ class Generator:
   def g1(self, z: Array, layer: int) -> Array:
     return g1(self.config, self.params, z, layer)
 
-  def g2(self, features: Array, layer: int) -> Array:
-    return g2(self.config, self.params, features, layer)
+  def g2(self, features: Array, layer: int, remat: bool = False) -> Array:
+    return g2(self.config, self.params, features, layer, remat)
 
   def feature_shape(self, layer: int) -> tuple[int, ...]:
     return feature_shape(self.config, layer)

@@ -95,17 +95,20 @@ class VGG16(nn.Module):
     for t in self.taps:
       check_layer(t)
     last = max(RELU_LAYERS.index(t) for t in self.taps)
-    outs = {}
+    outs, pre = {}, x
     i = 0
     for c in _CFG:
       if i > last:
         break
       if c == 'M':
-        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
+        # ReLU after the max-pool: the same values as pooling the ReLU (the two commute). XLA:CPU of
+        # jaxlib 0.12.0.1 miscompiles bf16 conv -> ReLU -> conv -> ReLU -> max-pool in one program (NaN /
+        # 1e38 garbage; tests/test_precision.py::test_bf16_vgg_under_jit_matches_float32); this order avoids it.
+        x = nn.relu(nn.max_pool(pre, (2, 2), strides=(2, 2), padding='VALID'))
         continue
       name, ch = c
-      x = nn.Conv(ch, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=f'Conv_{i}')(x)
-      x = nn.relu(x)
+      pre = nn.Conv(ch, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=f'Conv_{i}')(x)
+      x = nn.relu(pre)
       outs[RELU_LAYERS[i]] = x
       i += 1
     return [outs[t] for t in self.taps]
@@ -151,7 +154,17 @@ def preprocess(images: Array, size: Optional[int] = None, method: str = 'nearest
 
 
 def features(
-  params: dict, images: Array, layer: str = 'relu3_3', size: Optional[int] = None, method: str = 'nearest'
+  params: dict,
+  images: Array,
+  layer: str = 'relu3_3',
+  size: Optional[int] = None,
+  method: str = 'nearest',
+  dtype=jnp.float32,
 ) -> Array:
-  """V(images): [-1, 1] NHWC images -> VGG16 ``layer`` features (NHWC)."""
-  return VGG16(taps=(layer,)).apply({'params': params}, preprocess(images, size, method))[0]
+  """V(images): [-1, 1] NHWC images -> VGG16 ``layer`` features (NHWC, float32).
+
+  ``dtype``: the convolutions' compute dtype (``nn.Conv`` casts inputs and f32 kernels to it); the
+  preprocessing runs in float32 and the features come back as float32.
+  """
+  x = preprocess(images.astype(jnp.float32), size, method)
+  return VGG16(taps=(layer,), dtype=dtype).apply({'params': params}, x)[0].astype(jnp.float32)

@@ -25,6 +25,8 @@ from pmsfc_jax.io import files
 
 CONFIG_RECORD = 'config.json'
 VERSION = 2  # 1: the flat config of before the config sections.
+# Settings added after format 2, left out while they have the value every older folder computed with.
+LATER_SETTINGS = {('model', 'compute_dtype'): 'float32'}
 
 
 class ConfigMismatchError(config.ConfigError):
@@ -44,11 +46,15 @@ def payload(cfg: config.InvertConfig, gen, masks: Optional[np.ndarray], known: O
   """Everything that changes results, as JSON: config values, weights / masks content hashes."""
   leaves = jax.tree_util.tree_flatten_with_path(gen.params)[0]
   leaves = sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0]))
+  settings = config.result_settings(cfg)
+  for (section, key), value in LATER_SETTINGS.items():
+    if settings[section].get(key) == value:
+      del settings[section][key]
   return json.loads(
     json.dumps(
       {
         'version': VERSION,
-        'config': config.result_settings(cfg),
+        'config': settings,
         'generator': {
           'config': gen.config.to_dict(),
           'params_sha256': _sha(np.asarray(v) for _, v in leaves),

@@ -57,6 +57,7 @@ from pmsfc_jax.io import listing
 from pmsfc_jax.io import locks
 from pmsfc_jax.io import progress
 from pmsfc_jax.jobs import exit_codes
+from pmsfc_jax.jobs import fit
 from pmsfc_jax.jobs import multihost
 from pmsfc_jax.jobs import preemption
 from pmsfc_jax.jobs.invert import batch_state
@@ -89,6 +90,7 @@ def run(cfg: Any) -> dict:
     try:
       multihost.barrier('pmsfc_config_checked')
       m = v['mesh']
+      cfg = fit.resolve_batch_size(cfg, v['gen'].config, None if v['masks'] is None else len(v['masks']), m)
       job = context.Job(
         cfg=cfg,
         out=out,
