@@ -13,8 +13,8 @@ functions in ``presets.py``. The GAN training config of the demo generator is ``
 
 Paper defaults (PmSFC, "Experimental Setup"): PGGAN split at layer 3, R = 6 subspaces (fixed by the
 subspace masks), K = 5 codes per subspace, Adam lr 1e-4, betas (0.9, 0.999), 7000 iterations, loss
-``MSE + VGG16 relu3_3 L1`` (Eq. 8) with mGANprior's constants; Algorithm 1: Adam lr 1e-4, 3000 iterations,
-lambda 10, mu 1, batch 4 (official code).
+``MSE + VGG16 relu3_3 L1`` (Eq. 8; by default on the degraded tasks too: a deviation from Eq. 9, see
+``objective.py``); Algorithm 1: Adam lr 1e-4, 3000 iterations, lambda 10, mu 1, batch 4 (official code).
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ DOWNSAMPLE_METHODS = ('bilinear', 'area')
 CROPS = ('center', 'pad')
 REDUCTIONS = ('mean', 'sum')
 AFFINITIES = ('paper', 'dsc')
+PIXEL_MEANS = ('known', 'all')
+REPRODUCE_ROWS = ('mganprior', 'pmsfc_paper', 'mganprior_fast', 'pmsfc_fast', 'pmsfc_fast_eq9')
 
 
 # ------------------------------------------------------------------------------------------------
@@ -125,11 +127,16 @@ class PerceptualConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Loss:
-  """Eq. 2 / 8: ``pixel_weight * MSE + perceptual_weight * feature_scale * L1(V(x), V(x_hat))``."""
+  """Eq. 2 / 8: ``pixel_weight * MSE + perceptual_weight * feature_scale * L1(V(x), V(x_hat))`` (+ Eq. 9)."""
 
   pixel_weight: float = 1.0
   perceptual_weight: float = 1.0  # mGANprior's vgg_lambda (0.1 for its inpainting)
   perceptual: PerceptualConfig = PerceptualConfig()
+  degraded_perceptual: bool = True  # VGG term on the degraded tasks too: a DEVIATION from Eq. 9
+  pixel_mean: str = 'known'  # inpaint: 'known' (mean over known pixels) | 'all' (mGANprior's)
+
+  def __post_init__(self):
+    _one_of(self.pixel_mean, PIXEL_MEANS, 'loss.pixel_mean')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,7 +261,9 @@ def result_settings(cfg: Any) -> dict:
       out[f.name] = keep(value) if dataclasses.is_dataclass(value) else value
     return out
 
-  return keep(cfg)
+  out, task = keep(cfg), getattr(getattr(cfg, 'task', None), 'name', 'inpaint')
+  unused = ('pixel_mean',) * (task != 'inpaint') + ('degraded_perceptual',) * (task == 'reconstruct')
+  return {**out, 'loss': {k: v for k, v in out['loss'].items() if k not in unused}} if 'loss' in out else out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -277,10 +286,12 @@ class Demo:
 
 
 @dataclasses.dataclass(frozen=True)
-class Reproduce:
-  first_image: int = 1  # index into the sorted list ([0] is 009000.jpg, a training face)
-  num_images: int = 100
+class Reproduce:  # the fair reproduction: presets.reproduce_row; optim / loss = the shared fast setting
+  num_images: int = 100  # faces of the fast rows
+  slow_images: int = 20  # faces (the first of those) of the rows at mGANprior's own iteration counts
+  max_slow_iterations: int = 0  # > 0 caps those rows' iterations (smoke tests only)
   tasks: tuple[str, ...] = TASKS
+  rows: tuple[str, ...] = REPRODUCE_ROWS
   inpaint_perceptual_weight: float = 0.1  # mGANprior's inpainting script uses vgg lambda 0.1
   grid_images: int = 8
 
@@ -296,8 +307,7 @@ class DemoConfig(InvertConfig):
   LEGACY: ClassVar[dict[str, Any]] = {
     **InvertConfig.LEGACY,
     **_COMPARE_LEGACY,
-    'max_images': 'demo.max_images',
-    'generated_seeds': 'demo.generated_seeds',
+    **{f.name: f'demo.{f.name}' for f in dataclasses.fields(Demo)},
   }
 
 
