@@ -52,6 +52,7 @@ flags.DEFINE_string('mask', None, 'Inpainting mask PNG (white = hole).')
 flags.DEFINE_integer('factor', None, 'Super-resolution factor (inputs are resolution/factor).')
 flags.DEFINE_integer('iterations', None, 'Optimisation steps.')
 flags.DEFINE_integer('batch_size', None, 'Batch size.')
+flags.DEFINE_integer('num_images', None, 'Use the first N images of --images.')
 flags.DEFINE_integer('num_codes', None, 'K codes per subspace (pmsfc) or N codes (mganprior).')
 flags.DEFINE_integer('checkpoint_every', None, 'Save the state every N steps (0: never).')
 flags.DEFINE_integer('seed', None, 'Random seed.')
@@ -86,6 +87,7 @@ SHARED = (
   'factor',
   'iterations',
   'batch_size',
+  'num_images',
   'num_codes',
   'checkpoint_every',
   'seed',
