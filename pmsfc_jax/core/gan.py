@@ -35,7 +35,7 @@ PyTree = Any
 
 @dataclasses.dataclass(frozen=True)
 class Data:
-  folder: str = ''  # aligned CelebA JPEGs (non-commercial terms); presets.py gives the default
+  folder: str = ''  # aligned CelebA JPEGs (img_align_celeba; non-commercial terms): required to train
   first: int = 1
   last: int = 9000  # 009001-009500 are held out for evaluation
   cache: bool = True  # decoded uint8 array cached as WORKDIR/data_R.npy

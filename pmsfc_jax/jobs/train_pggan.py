@@ -104,6 +104,10 @@ def write_demo_samples(
 
 
 def load_dataset(cfg: gan.TrainConfig, workdir: epath.Path) -> np.ndarray:
+  config.check(
+    bool(cfg.data.folder),
+    '--config.data.folder is required: the folder of aligned CelebA JPEGs 000001.jpg ... (img_align_celeba)',
+  )
   paths = datasets.numbered_paths(cfg.data.folder, cfg.data.first, cfg.data.last)
   res = cfg.model.generator.resolution
   cache = (workdir / f'data_{res}.npy') if cfg.data.cache else None
