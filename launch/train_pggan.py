@@ -1,6 +1,7 @@
 r"""Trains the small PGGAN demo generator (issue #7), resumable; or exports its EMA generator.
 
-  python -m launch.train_pggan --config=launch/configs/train_pggan.py:local --workdir=/tmp/train_demo
+  python -m launch.train_pggan --config=launch/configs/train_pggan.py:local --workdir=/tmp/train_demo \
+      --config.data.folder=img_align_celeba
   python -m launch.train_pggan --config=launch/configs/train_pggan.py:local --workdir=/tmp/train_demo \
       --export=pmsfc_jax/assets/demo/generator --samples=docs/demo_samples.png
 

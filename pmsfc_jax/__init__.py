@@ -38,7 +38,7 @@ _API = {
   'interpolate': 'pmsfc_jax.core.editing',
   'prepare_target': 'pmsfc_jax.core.degradations',
   'InvertConfig': 'pmsfc_jax.core.config',
-  'DiscoverConfig': 'pmsfc_jax.core.config',
+  'DiscoverConfig': 'pmsfc_jax.core.discovery_config',
   'load_generator': 'pmsfc_jax.io.checkpoints',
   'load_subspaces': 'pmsfc_jax.io.subspaces',
   'load_perceptual': 'pmsfc_jax.io.pretrained',

@@ -2,6 +2,7 @@
 their section paths, without the deprecation warning of the legacy route)."""
 
 from pmsfc_jax.core import config
+from pmsfc_jax.core import discovery_config
 from pmsfc_jax.core import presets
 
 
@@ -16,5 +17,5 @@ def invert(arg=None, **flat) -> config.InvertConfig:
   return with_values(presets.invert(arg), **flat)
 
 
-def discover(**flat) -> config.DiscoverConfig:
-  return with_values(config.DiscoverConfig(), **flat)
+def discover(**flat) -> discovery_config.DiscoverConfig:
+  return with_values(discovery_config.DiscoverConfig(), **flat)

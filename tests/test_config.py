@@ -7,6 +7,7 @@ import ml_collections
 import pytest
 
 from pmsfc_jax.core import config
+from pmsfc_jax.core import discovery_config
 from pmsfc_jax.core import gan
 from pmsfc_jax.core import presets
 
@@ -22,13 +23,19 @@ def test_invert_presets():
     c.optim.lr,
     c.optim.iterations,
   ) == ('pmsfc', 'reconstruct', 3, 5, 'adam', 1e-4, 7000)
-  assert c == config.InvertConfig() == presets.invert('paper')  # the paper's settings are the defaults
+  assert c == config.InvertConfig()
   m = presets.invert('mganprior,inpaint')
   assert (m.optim.optimizer, m.optim.lr, m.optim.iterations, m.loss.perceptual_weight) == (
     'sgd',
     1.0,
     3000,
     0.1,
+  )
+  assert (m.method.num_codes, m.method.init, m.optim.momentum, m.loss.pixel_mean) == (
+    30,
+    'normal',
+    0.0,
+    'all',
   )
   sr = presets.invert('pmsfc,super_resolve')
   assert (sr.task.factor, sr.task.downsample) == (16, 'bilinear')
@@ -42,6 +49,98 @@ def test_invert_presets():
   assert (p.layer, p.resize, p.feature_scale) == ('relu3_3', 256, 0.001)
 
 
+def _differences(a, b, prefix=''):
+  """Dotted paths of the leaves where two configs differ."""
+  out = []
+  for f in dataclasses.fields(a):
+    x, y = getattr(a, f.name), getattr(b, f.name)
+    if dataclasses.is_dataclass(x):
+      out += _differences(x, y, f'{prefix}{f.name}.')
+    elif x != y:
+      out.append(prefix + f.name)
+  return out
+
+
+@pytest.mark.parametrize('task', config.TASKS)
+def test_paper_preset_is_the_paper_and_differs_from_the_default_only_in_eq9(task):
+  p = presets.invert(f'paper,{task}')
+  assert (p.method.name, p.model.layer, p.method.num_codes) == ('pmsfc', 3, 5)
+  assert (p.optim.optimizer, p.optim.lr, p.optim.b1, p.optim.b2, p.optim.iterations) == (
+    'adam',
+    1e-4,
+    0.9,
+    0.999,
+    7000,
+  )
+  assert (p.loss.degraded_perceptual, p.loss.pixel_mean) == (False, 'all')
+  # The documented deviation of the default: the VGG term on the degraded tasks; nothing else differs.
+  assert _differences(presets.invert(task), p) == ['loss.degraded_perceptual', 'loss.pixel_mean']
+  assert _differences(presets.invert(task), presets.invert(f'{task},eq9')) == ['loss.degraded_perceptual']
+  for clash in ('mganprior', 'fast', 'local'):
+    with pytest.raises(ValueError, match=rf"preset 'paper' .* cannot be combined with \['{clash}'\]"):
+      presets.invert(f'paper,{task},{clash}')
+
+
+def test_mganprior_preset_follows_its_scripts_per_task():
+  # genforce/mganprior: multi_code_inversion.py:99, inpainting.py:111, colorization.py:115,
+  # super_resolution.py:112 (argparse defaults of --iterations).
+  want = {'reconstruct': 3000, 'inpaint': 3000, 'colorize': 1500, 'super_resolve': 2000}
+  got = {t: presets.invert(f'mganprior,{t}').optim.iterations for t in config.TASKS}
+  assert got == want
+  lambdas = {t: presets.invert(f'mganprior,{t}').loss.perceptual_weight for t in config.TASKS}
+  assert lambdas == {'reconstruct': 1.0, 'inpaint': 0.1, 'colorize': 1.0, 'super_resolve': 1.0}
+
+
+def test_reproduce_rows():
+  cfg = presets.reproduce()
+  rows = {r: presets.reproduce_row(cfg, r, 'colorize') for r in config.REPRODUCE_ROWS}
+  one, two = rows['mganprior'], rows['pmsfc_paper']
+  assert (one.method.name, one.method.num_codes, one.optim.optimizer, one.optim.lr) == (
+    'mganprior',
+    30,
+    'sgd',
+    1.0,
+  )
+  assert (two.method.name, two.method.num_codes, two.optim.optimizer, two.optim.lr) == (
+    'pmsfc',
+    5,
+    'adam',
+    1e-4,
+  )
+  assert one.optim.iterations == two.optim.iterations == 1500  # equal iterations: mGANprior's colorization
+  assert (one.loss.degraded_perceptual, two.loss.degraded_perceptual) == (True, False)
+  assert _differences(rows['mganprior_fast'], rows['pmsfc_fast']) == ['method.name', 'method.num_codes']
+  assert _differences(rows['pmsfc_fast'], rows['pmsfc_fast_eq9']) == ['loss.degraded_perceptual']
+  fast = rows['pmsfc_fast']
+  assert (fast.optim.optimizer, fast.optim.lr, fast.optim.iterations) == ('adam', 0.03, 150)
+  for r in rows.values():  # every row keeps the reproduction's framing, model and perceptual network
+    assert (r.task, r.model, r.loss.perceptual, r.job, r.seed) == (
+      dataclasses.replace(cfg.task, name='colorize'),
+      cfg.model,
+      cfg.loss.perceptual,
+      cfg.job,
+      cfg.seed,
+    )
+  sr = presets.reproduce_row(cfg, 'pmsfc_paper', 'super_resolve')
+  assert (sr.task.factor, sr.task.downsample, sr.optim.iterations) == (4, 'area', 2000)
+  inpaint = {r: presets.reproduce_row(cfg, r, 'inpaint') for r in ('mganprior', 'mganprior_fast')}
+  assert [(c.loss.perceptual_weight, c.loss.pixel_mean) for c in inpaint.values()] == [
+    (0.1, 'all'),
+    (0.1, 'known'),
+  ]
+  assert presets.reproduce_row(presets.reproduce('local'), 'mganprior', 'reconstruct').optim.iterations == 3
+  with pytest.raises(config.ConfigError, match="unknown reproduction row 'pmsfc_slow'"):
+    presets.reproduce_row(cfg, 'pmsfc_slow', 'reconstruct')
+
+
+def test_result_settings_leave_out_loss_settings_the_task_does_not_read():
+  keys = {t: set(config.result_settings(presets.invert(t))['loss']) for t in config.TASKS}
+  assert 'pixel_mean' not in keys['reconstruct'] | keys['colorize'] and 'pixel_mean' in keys['inpaint']
+  assert 'degraded_perceptual' not in keys['reconstruct'] and 'degraded_perceptual' in keys['colorize']
+  with pytest.raises(config.ConfigError, match=r"config.loss.pixel_mean must be one of \('known', 'all'\)"):
+    config.parse(config.InvertConfig, {'loss': {'pixel_mean': 'some'}})
+
+
 def test_other_presets():
   d = presets.demo()
   assert (d.model.generator, d.optim.iterations, d.loss.perceptual.resize, d.job.lpips) == (
@@ -52,7 +151,8 @@ def test_other_presets():
   )
   assert presets.demo('local').demo.generated_seeds == (0,)
   r = presets.reproduce('local')
-  assert (r.task.factor, r.task.downsample, r.reproduce.num_images, r.optim.iterations) == (4, 'area', 2, 2)
+  assert (r.task.factor, r.task.downsample, r.reproduce.num_images, r.optim.iterations) == (4, 'area', 4, 2)
+  assert (r.job.images, r.task.mask) == ('', '')  # no default outside the repository (issue #14)
   assert presets.discover('local').optim.lr == 1e-3
   t = presets.train_pggan('local')
   assert (t.model.generator.fmaps_base, t.data.folder) == (1024, '')  # the faces are a required setting
@@ -68,7 +168,7 @@ def test_other_presets():
     (config.InvertConfig, presets.invert('mganprior,inpaint,local')),
     (config.DemoConfig, presets.demo('local')),
     (config.ReproduceConfig, presets.reproduce()),
-    (config.DiscoverConfig, presets.discover()),
+    (discovery_config.DiscoverConfig, presets.discover()),
     (gan.TrainConfig, presets.train_pggan()),
   ],
 )
@@ -125,7 +225,7 @@ def test_legacy_spellings_are_translated_with_a_warning(caplog):
     config.ConfigError, match="'num_subspaces' no longer exists: R is fixed by the subspace"
   ):
     config.parse(config.InvertConfig, {'num_subspaces': 6})
-  assert config.parse(config.DiscoverConfig, {'lam': 1.0, 'log_every': 2}).optim.lam == 1.0
+  assert config.parse(discovery_config.DiscoverConfig, {'lam': 1.0, 'log_every': 2}).optim.lam == 1.0
   t = config.parse(
     gan.TrainConfig, {'optim': {'learning_rate': 1e-3, 'beta1': 0.5}, 'model': {'fmaps_max': 64}}
   )

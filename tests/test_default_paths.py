@@ -13,11 +13,6 @@ from pmsfc_jax.core import config
 from pmsfc_jax.core import presets
 from tests.conftest import REPO
 
-# Issue #14 item 4 (the reproduce inputs) is done on the issue-13 branch; until it is merged the
-# reproduce preset still defaults to ../shared files. strict: once that lands these pass and the marker
-# must go.
-PENDING_13 = pytest.mark.xfail(strict=True, reason='reproduce defaults to ../shared until issue #13 lands')
-
 
 def outside(value: str) -> bool:
   """True if ``value`` looks like a path (or URL) that does not lie inside the repository."""
@@ -53,14 +48,16 @@ def test_outside():
 
 
 def _invert_presets():
+  """Every combination the presets accept ('paper' is PmSFC's own: it refuses 'mganprior', 'fast')."""
   for method, task, extra in itertools.product(config.METHODS, config.TASKS, (None, *presets.MODIFIERS)):
-    yield f'invert:{method},{task}{"," + extra if extra else ""}'
+    if not (extra == 'paper' and method == 'mganprior'):
+      yield f'invert:{method},{task}{"," + extra if extra else ""}'
 
 
 PRESETS = [
   *_invert_presets(),
   *(f'{name}:{arg}' for name in ('demo', 'discover', 'train_pggan') for arg in ('', 'local')),
-  *(pytest.param(f'reproduce:{arg}', marks=PENDING_13) for arg in ('', 'local')),
+  *(f'reproduce:{arg}' for arg in ('', 'local')),
 ]
 
 
@@ -119,7 +116,7 @@ SOURCES = sorted(p for d in ('pmsfc_jax', 'launch') for p in (REPO / d).rglob('*
 
 @pytest.mark.parametrize(
   'path',
-  [pytest.param(p, marks=PENDING_13) if p.name == 'presets.py' else p for p in SOURCES],
+  SOURCES,
   ids=lambda p: str(p.relative_to(REPO)),
 )
 def test_no_path_literal_outside_the_repository(path):

@@ -115,3 +115,23 @@ def test_deliver_inpaint_composites_known_pixels():
   out = np.asarray(D.deliver(est, target * known, 'inpaint', known))
   np.testing.assert_array_equal(out[:, :, :2], np.asarray(target)[:, :, :2])
   np.testing.assert_array_equal(out[:, :, 2:], np.asarray(est)[:, :, 2:])
+
+
+def test_deliver_inpaint_with_soft_mask_is_mganprior_combine():
+  # mGANprior utils/manipulate.py:55-58 combine_inpainting: gt * (1 - mask) + out * mask, mask = 1 - k,
+  # from the input the user has (k * gt), not k^2 * gt.
+  gt, est = (jnp.asarray(_rand((1, 4, 4, 3), s)) for s in (8, 9))
+  k = jnp.asarray(np.random.default_rng(10).uniform(size=(1, 4, 4, 1)).astype(np.float32)).at[:, 0].set(0.0)
+  out = np.asarray(D.deliver(est, D.prepare_target(gt, config.Task(name='inpaint'), k), 'inpaint', k))
+  np.testing.assert_allclose(out, np.asarray(gt * k + est * (1 - k)), atol=1e-6)
+
+
+def test_center_hole_mask():
+  k = D.center_hole_mask(32)
+  assert k.shape == (32, 32, 1) and k.dtype == np.float32
+  hole = k[..., 0] == 0
+  assert hole.sum() == 16 * 16 and hole[8:24, 8:24].all()  # the central quarter, centred
+  np.testing.assert_array_equal(k, D.center_hole_mask(32))  # deterministic
+  assert (D.center_hole_mask(9, 0.3)[..., 0] == 0).sum() == 9  # 3x3 hole
+  with pytest.raises(ValueError, match='center_hole_mask needs size >= 2 and 0 < hole < 1'):
+    D.center_hole_mask(32, 1.0)

@@ -13,7 +13,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from pmsfc_jax.core import clustering
 from pmsfc_jax.core import composition
-from pmsfc_jax.core import config
+from pmsfc_jax.core import discovery_config
 from pmsfc_jax.core import editing
 from pmsfc_jax.core import loops
 from pmsfc_jax.core import self_expression as discovery
@@ -164,7 +164,7 @@ def test_losses_match_numpy_reference(tiny_generator):
     'sum': (np.sum((F - FS) ** 2) / 2, np.sum((X - XS) ** 2) / 2, np.sum(np.abs(S0))),
   }
   for reduction, ref in refs.items():
-    hp = config.SelfExpression(lam=10.0, mu=1.0, reduction=reduction)
+    hp = discovery_config.SelfExpression(lam=10.0, mu=1.0, reduction=reduction)
     total, terms = discovery.self_expressive_losses(jnp.asarray(S), jnp.asarray(feats), hp, decode)
     np.testing.assert_allclose([terms['rec_f'], terms['rec_d'], terms['l1']], ref, rtol=2e-4)
     np.testing.assert_allclose(total, ref[0] + 10 * ref[1] + ref[2], rtol=2e-4)

@@ -1,9 +1,13 @@
 """Metrics: parity with scikit-image / independent references, LPIPS golden values, NIQE goldens."""
 
+import hashlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.optimize
+import scipy.special
 import skimage.color
 import skimage.metrics
 
@@ -204,14 +208,27 @@ def test_matlab_imresize_golden():
   np.testing.assert_allclose(niqe.matlab_imresize(x, 0.5), expected, atol=2e-4)
 
 
-def test_aggd_matches_scikit_video(monkeypatch):
-  monkeypatch.setattr(np, 'int', int, raising=False)  # scikit-video still uses np.int
-  stats = pytest.importorskip('skvideo.utils.stats')
+def _aggd_reference(v):
+  """AGGD moment matching (Lasmar et al. 2009) solved exactly (root finding, no 0.001 grid): the shape
+  alpha with rho(alpha) = Gamma(2/a)^2 / (Gamma(1/a) Gamma(3/a)) equal to the normalised moment ratio."""
+  left, right = np.sqrt(np.mean(v[v < 0] ** 2)), np.sqrt(np.mean(v[v > 0] ** 2))
+  g = left / right
+  r = np.mean(np.abs(v)) ** 2 / np.mean(v**2) * (g**3 + 1) * (g + 1) / (g**2 + 1) ** 2
+  gam = scipy.special.gamma
+  alpha = scipy.optimize.brentq(lambda a: gam(2 / a) ** 2 / (gam(1 / a) * gam(3 / a)) - r, 0.2, 10.0)
+  ratio = np.sqrt(gam(1 / alpha) / gam(3 / alpha))
+  return alpha, left * ratio, right * ratio
+
+
+def test_aggd_matches_exact_moment_matching():
   rng = np.random.default_rng(0)
-  for v in (rng.normal(size=5000), rng.laplace(size=5000) * np.where(rng.uniform(size=5000) < 0.5, 1, 2.0)):
+  laplace = rng.laplace(size=20000) * np.where(rng.uniform(size=20000) < 0.5, 1, 2.0)
+  for v in (rng.normal(size=20000), laplace, rng.standard_t(5, size=20000)):
     alpha, bl, br = niqe.estimate_aggd(v)
-    ref = stats.aggd_features(v.copy())
-    np.testing.assert_allclose([alpha, bl, br], [ref[0], ref[2], ref[3]], rtol=2e-3)
+    ref = _aggd_reference(v)
+    assert abs(alpha - ref[0]) <= 1e-3  # MATLAB searches alpha on a 0.001 grid
+    np.testing.assert_allclose([bl, br], ref[1:], rtol=2e-3)
+  assert _aggd_reference(rng.normal(size=200000))[0] == pytest.approx(2.0, abs=0.03)  # Gaussian: alpha 2
 
 
 # NIQE of shared images by BasicSR 1.4.2's independent implementation (whose README reports agreement
@@ -224,12 +241,39 @@ NIQE_GOLDEN = [
 
 
 def test_niqe_golden(shared_data):
-  try:
-    model = niqe.load_niqe_model()
-  except pretrained.MissingDataFileError as e:
-    pytest.skip(f'standard NIQE model not installed: {e}')
+  model = niqe.load_niqe_model()  # the copy shipped in pmsfc_jax/assets/niqe
   for name, size, expected in NIQE_GOLDEN:
     assert niqe.niqe(_load(shared_data, name, size), model)[0] == pytest.approx(expected, abs=3e-3)
+
+
+def test_niqe_golden_on_scikit_image_photos():
+  """Needs no data outside the package: scikit-image's astronaut (RGB, Lanczos-resized to 256x256 with PIL,
+  uint8) and camera (gray, top-left 384x384). Expected: BasicSR 1.4.2's ``basicsr.metrics.niqe.niqe`` with
+  its own niqe_pris_params.npz, on MATLAB's rgb2gray of the uint8 image (3.617115490, 3.290676926)."""
+  from PIL import Image
+  from skimage import data
+
+  astronaut = np.asarray(Image.fromarray(data.astronaut()).resize((256, 256), Image.LANCZOS)) / 255.0
+  camera = np.repeat(data.camera()[:384, :384, None], 3, axis=-1) / 255.0
+  assert niqe.niqe(astronaut)[0] == pytest.approx(3.617115490, abs=2e-4)
+  assert niqe.niqe(camera)[0] == pytest.approx(3.290676926, abs=2e-4)
+
+
+def test_shipped_niqe_model(tmp_path, monkeypatch):
+  """The MATLAB pristine model ships as package data (assets/niqe/PROVENANCE.md) and loads by default."""
+  path = pretrained.niqe_model_path()
+  digest = hashlib.sha256(path.read_bytes()).hexdigest()
+  assert digest == 'fa7c261f526dd94ed11ba3b6913c6826d15955c1efc907c00a7c9f70989d5bbe'
+  monkeypatch.delenv(niqe.NIQE_MODEL_ENV, raising=False)
+  model = niqe.load_niqe_model()
+  assert model.source == str(path) and model.mu.shape == (36,) and model.cov.shape == (36, 36)
+  np.testing.assert_array_equal(model.cov, model.cov.T)
+  assert np.linalg.eigvalsh(model.cov).min() > 0
+  # $PMSFC_NIQE_MODEL (and --niqe_model) still override it.
+  other = tmp_path / 'other.npz'
+  np.savez(other, mu_pris_param=model.mu + 1, cov_pris_param=model.cov)
+  monkeypatch.setenv(niqe.NIQE_MODEL_ENV, str(other))
+  np.testing.assert_array_equal(niqe.load_niqe_model().mu, model.mu + 1)
 
 
 def test_niqe_errors(tmp_path, monkeypatch):

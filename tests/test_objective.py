@@ -5,6 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from pmsfc_jax.core import config
+from pmsfc_jax.core import degradations
 from pmsfc_jax.core import objective as losses
 from pmsfc_jax.io import images as imageio
 from pmsfc_jax.io import pretrained
@@ -107,3 +109,99 @@ def test_config_validation():
   with pytest.raises(ValueError, match='unknown VGG16 layer'):
     losses.PerceptualConfig(layer='conv3_3')
   assert hash(losses.PerceptualConfig()) == hash(losses.PerceptualConfig())
+
+
+# --- Eq. 9: inpainting as mGANprior, Eq. 9 as written ----------------------------------------------
+
+
+def _soft_known(shape, seed):
+  """Known-pixel weights k in [0, 1] with exact holes (0), exact known pixels (1) and soft values."""
+  u = np.random.default_rng(seed).uniform(size=shape)
+  return np.clip(1.5 * u - 0.25, 0.0, 1.0).astype(np.float32)
+
+
+def _mganprior_masked_loss(params, x_hat, gt, hole, vgg_lambda):
+  """mGANprior utils/manipulate.py:66-71 masked_loss around CombinationLoss (inversion/losses.py:33-40,
+  nn.MSELoss, L1 VGG * 0.001), float64 torch with the full (unmasked) ground truth, no resize."""
+  torch = torch_util.require()
+  F = torch.nn.functional
+  x_t, gt_t, m = (torch.from_numpy(np.asarray(a, np.float64)) for a in (x_hat, gt, hole))
+  x_mask, gt_mask = x_t * (1 - m), gt_t * (1 - m)
+  v = lambda img: torch.from_numpy(_torch_vgg_features(params, (img.numpy() + 1) / 2, 'relu3_3'))
+  return float(F.mse_loss(x_mask, gt_mask) + vgg_lambda * F.l1_loss(v(x_mask), v(gt_mask)) * 0.001)
+
+
+def _mganprior_cfg(task, num_codes, **values):
+  """An mGANprior config of the tiny generator (VGG on the 32x32 images as they are)."""
+  values = {f'loss.{k}': v for k, v in values.items()}
+  return config.override(
+    config.InvertConfig(),
+    {
+      'method.name': 'mganprior',
+      'method.num_codes': num_codes,
+      'task.name': task,
+      'loss.perceptual.resize': None,
+    }
+    | values,
+  )
+
+
+@pytest.mark.parametrize('pixel_mean', ['all', 'known'])
+def test_inpainting_objective_matches_mganprior_with_soft_masks(tiny_generator, pixel_mean):
+  """Soft weights enter as k^2 (mGANprior), not k^3; 'all' is mGANprior's divisor, 'known' the k^2-mean."""
+  gen = tiny_generator
+  cfg = _mganprior_cfg('inpaint', 3, perceptual_weight=0.1, pixel_mean=pixel_mean)
+  percep = pretrained.load_perceptual(cfg.loss.perceptual)
+  rng = np.random.default_rng(1)
+  params = {
+    'codes': jnp.asarray(rng.normal(size=(3, 64)), jnp.float32),
+    'weights': jnp.asarray(rng.uniform(0.2, 0.5, size=(3, 64)), jnp.float32),
+  }
+  gt = np.clip(rng.normal(scale=0.5, size=(32, 32, 3)), -1, 1).astype(np.float32)
+  k = _soft_known((32, 32, 1), 2)
+  assert 0 < np.mean(k == 0) < 0.5 and 0 < np.mean((k > 0) & (k < 1))
+  x = degradations.prepare_target(gt[None], cfg.task, k[None])  # what the user has: k * gt
+  x = np.asarray(losses.objective_target(x, k[None], 'inpaint'))[0]  # as inversion.run_steps does
+  ours = float(jax.jit(losses.objective, static_argnums=(5,))(params, gen, percep, None, x, cfg, None, k))
+  x_hat = np.asarray(losses.estimate(gen, params['codes'], params['weights'], None, cfg))
+  ref = _mganprior_masked_loss(percep.params, x_hat[None], gt[None], 1 - k[None], vgg_lambda=0.1)
+  if pixel_mean == 'known':  # the pixel mean over known pixels: sum(k^2 d^2) / (3 sum k^2)
+    sq = np.square(k * (x_hat.astype(np.float64) - gt))
+    ref += np.sum(sq) / (3 * np.sum(np.square(k.astype(np.float64)))) - np.mean(sq)
+  np.testing.assert_allclose(ours, ref, rtol=2e-5)
+
+
+def test_eq9_as_written_has_no_perceptual_term_on_degraded_tasks(tiny_generator):
+  gen = tiny_generator
+  base = _mganprior_cfg('colorize', 2)
+  eq9 = _mganprior_cfg('colorize', 2, degraded_perceptual=False)
+  rng = np.random.default_rng(3)
+  params = {'codes': jnp.asarray(rng.normal(size=(2, 64)), jnp.float32), 'weights': jnp.full((2, 64), 0.5)}
+  gray = np.asarray(degradations.grayscale(jnp.asarray(rng.uniform(-1, 1, (1, 32, 32, 3)), jnp.float32)))[0]
+  broken = losses.Perceptual(base.loss.perceptual, params={})  # would fail if VGG ran
+  assert not losses.uses_perceptual(eq9) and losses.uses_perceptual(base)
+  got = float(losses.objective(params, gen, broken, None, gray, eq9))
+  x_hat = np.asarray(losses.estimate(gen, params['codes'], params['weights'], None, eq9))
+  luma = x_hat @ np.asarray(degradations.LUMA, np.float32)
+  np.testing.assert_allclose(got, np.mean(np.square(gray[..., 0] - luma)), rtol=1e-5)  # ||x - P(x_hat)||^2
+  with_vgg = float(
+    losses.objective(params, gen, pretrained.load_perceptual(base.loss.perceptual), None, gray, base)
+  )
+  assert with_vgg > got + 1e-5  # the default adds Eq. 8's perceptual term (a documented deviation)
+  recon = config.override(eq9, {'task.name': 'reconstruct'})
+  assert losses.uses_perceptual(recon)  # Eq. 8 keeps it for reconstruction
+
+
+def test_pixel_mean_all_and_soft_weights():
+  rng = np.random.default_rng(4)
+  t, e = (jnp.asarray(rng.normal(size=(2, 6, 6, 3)), jnp.float32) for _ in range(2))
+  k = jnp.asarray(_soft_known((2, 6, 6, 1), 5))
+  sq = np.square(np.asarray(k * t - k * e, np.float64))
+  got_all = losses.pixel_loss(k * t, k * e, k, mean='all')
+  got_known = losses.pixel_loss(k * t, k * e, k, mean='known')
+  np.testing.assert_allclose(got_all, sq.mean(axis=(1, 2, 3)), rtol=1e-5)
+  np.testing.assert_allclose(
+    got_known, sq.sum(axis=(1, 2, 3)) / (3 * np.square(k).sum(axis=(1, 2, 3))), rtol=1e-5
+  )
+  with pytest.raises(ValueError, match=r"pixel mean must be one of \('known', 'all'\), got 'mean'"):
+    losses.pixel_loss(t, e, k, mean='mean')

@@ -119,15 +119,24 @@ def test_remat_g2_equals_g2_at_every_split(tiny_generator, layer):
   )
 
 
-def test_compute_dtype_is_checked_and_fingerprinted_only_when_set(tiny_generator):
+def test_compute_dtype_is_checked(tiny_generator):
   with pytest.raises(config.ConfigError, match='model.compute_dtype'):
     config.override(config.InvertConfig(), {'model.compute_dtype': 'float16'})
+
+
+@pytest.mark.parametrize(
+  'key,new',
+  [('model.compute_dtype', 'bfloat16'), ('loss.pixel_mean', 'all'), ('loss.degraded_perceptual', False)],
+)
+def test_later_settings_are_fingerprinted_only_when_set(tiny_generator, key, new):
+  section, name = key.split('.')
+  assert fingerprint.LATER_SETTINGS[(section, name)] != new
   payload = lambda **o: fingerprint.payload(
-    config.override(config.InvertConfig(), o), tiny_generator, None, None
+    config.override(config.InvertConfig(), {'task.name': 'inpaint', **o}), tiny_generator, None, None
   )
-  default, bf16 = payload(), payload(**{'model.compute_dtype': 'bfloat16'})
-  # Output folders written before the setting existed keep their fingerprint (they computed in float32).
-  assert 'compute_dtype' not in default['config']['model']
-  assert bf16['config']['model']['compute_dtype'] == 'bfloat16'
-  assert fingerprint.digest(bf16) != fingerprint.digest(default)
+  default, changed = payload(), payload(**{key: new})
+  # Output folders written before the setting existed keep their fingerprint (they computed the old way).
+  assert name not in default['config'][section]
+  assert changed['config'][section][name] == new
+  assert fingerprint.digest(changed) != fingerprint.digest(default)
   assert payload(**{'job.remat': True}) == default  # job settings do not change results (tested above)

@@ -2,7 +2,8 @@
 
 ``--config=launch/configs/invert.py:mganprior,colorize`` selects comma-separated presets: method
 (``pmsfc`` | ``mganprior``), task (``reconstruct`` | ``colorize`` | ``super_resolve`` | ``inpaint``),
-``fast``, ``local``, ``paper``. Keys: ``pmsfc_jax/core/config.py`` (``--config.optim.lr=0.5``).
+``paper`` (the paper's exact configuration), ``eq9``, ``fast``, ``local``. Keys:
+``pmsfc_jax/core/config.py`` (``--config.optim.lr=0.5``).
 """
 
 from pmsfc_jax.core import config

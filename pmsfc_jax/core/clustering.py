@@ -71,10 +71,10 @@ import numpy as np
 from sklearn.cluster import SpectralClustering
 from threadpoolctl import threadpool_limits
 
-from pmsfc_jax.core import config
+from pmsfc_jax.core import discovery_config
 
-AFFINITIES = config.AFFINITIES
-DIAGONALS = config.DIAGONALS
+AFFINITIES = discovery_config.AFFINITIES
+DIAGONALS = discovery_config.DIAGONALS
 Affinity = Literal['paper', 'dsc', 'dsc_relu']
 
 

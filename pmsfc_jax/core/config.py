@@ -13,8 +13,8 @@ functions in ``presets.py``. The GAN training config of the demo generator is ``
 
 Paper defaults (PmSFC, "Experimental Setup"): PGGAN split at layer 3, R = 6 subspaces (fixed by the
 subspace masks), K = 5 codes per subspace, Adam lr 1e-4, betas (0.9, 0.999), 7000 iterations, loss
-``MSE + VGG16 relu3_3 L1`` (Eq. 8) with mGANprior's constants; Algorithm 1: Adam lr 1e-4, 3000 iterations,
-lambda 10, mu 1, batch 4 (official code).
+``MSE + VGG16 relu3_3 L1`` (Eq. 8; by default on the degraded tasks too: a deviation from Eq. 9, see
+``objective.py``). Subspace discovery (Algorithm 1) and clustering: ``discovery_config.py``.
 """
 
 from __future__ import annotations
@@ -39,9 +39,8 @@ METHODS = ('pmsfc', 'mganprior')
 TASKS = ('reconstruct', 'colorize', 'super_resolve', 'inpaint')
 DOWNSAMPLE_METHODS = ('bilinear', 'area')
 CROPS = ('center', 'pad')
-REDUCTIONS = ('mean', 'sum')
-AFFINITIES = ('paper', 'dsc', 'dsc_relu')  # core/clustering.py: the three routes
-DIAGONALS = ('keep', 'zero')
+PIXEL_MEANS = ('known', 'all')
+REPRODUCE_ROWS = ('mganprior', 'pmsfc_paper', 'mganprior_fast', 'pmsfc_fast', 'pmsfc_fast_eq9')
 
 
 # ------------------------------------------------------------------------------------------------
@@ -132,11 +131,16 @@ class PerceptualConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Loss:
-  """Eq. 2 / 8: ``pixel_weight * MSE + perceptual_weight * feature_scale * L1(V(x), V(x_hat))``."""
+  """Eq. 2 / 8: ``pixel_weight * MSE + perceptual_weight * feature_scale * L1(V(x), V(x_hat))`` (+ Eq. 9)."""
 
   pixel_weight: float = 1.0
   perceptual_weight: float = 1.0  # mGANprior's vgg_lambda (0.1 for its inpainting)
   perceptual: PerceptualConfig = PerceptualConfig()
+  degraded_perceptual: bool = True  # VGG term on the degraded tasks too: a DEVIATION from Eq. 9
+  pixel_mean: str = 'known'  # inpaint: 'known' (mean over known pixels) | 'all' (mGANprior's)
+
+  def __post_init__(self):
+    _one_of(self.pixel_mean, PIXEL_MEANS, 'loss.pixel_mean')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,7 +268,9 @@ def result_settings(cfg: Any) -> dict:
       out[f.name] = keep(value) if dataclasses.is_dataclass(value) else value
     return out
 
-  return keep(cfg)
+  out, task = keep(cfg), getattr(getattr(cfg, 'task', None), 'name', 'inpaint')
+  unused = ('pixel_mean',) * (task != 'inpaint') + ('degraded_perceptual',) * (task == 'reconstruct')
+  return {**out, 'loss': {k: v for k, v in out['loss'].items() if k not in unused}} if 'loss' in out else out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -287,10 +293,12 @@ class Demo:
 
 
 @dataclasses.dataclass(frozen=True)
-class Reproduce:
-  first_image: int = 1  # index into the sorted list ([0] is 009000.jpg, a training face)
-  num_images: int = 100
+class Reproduce:  # the fair reproduction: presets.reproduce_row; optim / loss = the shared fast setting
+  num_images: int = 100  # faces of the fast rows
+  slow_images: int = 12  # faces (the first of those) of the rows at mGANprior's own iteration counts
+  max_slow_iterations: int = 0  # > 0 caps those rows' iterations (smoke tests only)
   tasks: tuple[str, ...] = TASKS
+  rows: tuple[str, ...] = REPRODUCE_ROWS
   inpaint_perceptual_weight: float = 0.1  # mGANprior's inpainting script uses vgg lambda 0.1
   grid_images: int = 8
 
@@ -306,8 +314,7 @@ class DemoConfig(InvertConfig):
   LEGACY: ClassVar[dict[str, Any]] = {
     **InvertConfig.LEGACY,
     **_COMPARE_LEGACY,
-    'max_images': 'demo.max_images',
-    'generated_seeds': 'demo.generated_seeds',
+    **{f.name: f'demo.{f.name}' for f in dataclasses.fields(Demo)},
   }
 
 
@@ -321,85 +328,3 @@ class ReproduceConfig(InvertConfig):
     **_COMPARE_LEGACY,
     **{f.name: f'reproduce.{f.name}' for f in dataclasses.fields(Reproduce)},
   }
-
-
-# ------------------------------------------------------------------------------------------------
-# Subspace discovery (Algorithm 1, Eq. 3-5) and clustering.
-
-
-@dataclasses.dataclass(frozen=True)
-class SelfExpression:
-  """Algorithm 1's hyper-parameters (static: part of the compiled step)."""
-
-  iterations: int = 3000
-  batch_size: int = 4  # official code: 4 (a multiple of the number of devices)
-  lr: float = 1e-4
-  b1: float = 0.9
-  b2: float = 0.999
-  eps: float = 1e-8
-  lam: float = 10.0  # lambda: weight of L_recD (Eq. 5)
-  mu: float = 1.0  # mu: weight of ||S||_1 (Eq. 5)
-  reduction: str = 'mean'  # 'mean' (official) or 'sum' (the paper's norms)
-  init_value: float = 1e-4  # official init of S (off-diagonal; the diagonal is always 0)
-
-  def __post_init__(self):
-    check(
-      self.reduction in REDUCTIONS, f'config.reduction must be one of {REDUCTIONS}, got {self.reduction!r}'
-    )
-    check(self.iterations >= 0, f'config.iterations must be a positive int, got {self.iterations!r}')
-    check(self.batch_size >= 1, f'config.batch_size must be a positive int, got {self.batch_size!r}')
-
-
-@dataclasses.dataclass(frozen=True)
-class Clustering:
-  num_subspaces: int = 6  # R
-  # 'paper' ((|S|+|S^T|)/2), 'dsc' (official PmSFC.py post-processing) or 'dsc_relu' (the one
-  # discover_subspace.py saves its masks with); core/clustering.py
-  affinity: str = 'paper'
-  rho: float = 0.2  # dsc routes: fraction of each column's L1 mass kept
-  subspace_dim: int = 6  # dsc routes: d, the SVD keeps rank d*R+1
-  alpha: float = 2.0  # dsc routes: power of the affinity (official command lines; argparse default 3)
-  diagonal: str = 'keep'  # dsc routes: 'keep' the matrix's stored diagonal in thrC (official) or 'zero' it
-  self_expressive_matrix: str = _file()  # S.npy: skip training, cluster this matrix
-  matrix_layout: str = 'paper'  # 'official' transposes a matrix saved by the official code (M = S^T)
-
-  def __post_init__(self):
-    _one_of(self.affinity, AFFINITIES, 'cluster.affinity')
-    _one_of(self.matrix_layout, ('paper', 'official'), 'cluster.matrix_layout')
-    _one_of(self.diagonal, DIAGONALS, 'cluster.diagonal')
-
-
-@dataclasses.dataclass(frozen=True)
-class DiscoverJob:
-  output_dir: str = ''
-  log_every: int = 100  # steps per chunk (one progress line, host sync)
-  steps_per_call: int = 0  # steps per jitted lax.scan; 0 = auto: 1 on CPU (core/loops.py)
-  max_call_seconds: float = 5.0  # a jitted call lasts at most about this long (preemption bound; 0: none)
-  checkpoint_every: int = 500  # orbax checkpoint of S + Adam state (resume)
-  plots: bool = True
-  exchange_samples: int = 4  # N: exchange grids are N x N
-
-  def __post_init__(self):
-    check(self.log_every >= 1, f'config.log_every must be a positive int, got {self.log_every!r}')
-
-
-@dataclasses.dataclass(frozen=True)
-class DiscoverConfig:
-  """Algorithm 1 on a generator's split layer, then clustering (results); checkpoints and pictures (job)."""
-
-  LEGACY: ClassVar[dict[str, Any]] = {
-    'generator': 'model.generator',
-    'layer': 'model.layer',
-    **{f.name: f'optim.{f.name}' for f in dataclasses.fields(SelfExpression)},
-    **{f.name: f'cluster.{f.name}' for f in dataclasses.fields(Clustering)},
-    **{f.name: f'job.{f.name}' for f in dataclasses.fields(DiscoverJob)},
-  }
-
-  model: GeneratorSplit = GeneratorSplit()
-  optim: SelfExpression = SelfExpression()
-  cluster: Clustering = Clustering()
-  job: DiscoverJob = DiscoverJob()
-  seed: int = 0  # latents of training, spectral clustering, exchange-grid latents
-
-
-DiscoverConfigLike = Union[DiscoverConfig, Mapping[str, Any], Any]

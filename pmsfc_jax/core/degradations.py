@@ -1,7 +1,9 @@
 """Task degradations P of Eq. 9, target preparation and the delivered result of each task.
 
-Eq. 9 of the paper optimises ``||x - P(x_hat)||^2`` (plus the perceptual term of Eq. 8) where ``x`` is the
-degraded input the user has and ``P`` is the task's "post-processing" applied to the generator output:
+Eq. 9 of the paper optimises ``||x - P(x_hat)||^2`` where ``x`` is the degraded input the user has and
+``P`` is the task's "post-processing" applied to the generator output. (The paper's Eq. 9 has no
+perceptual term; by default the library adds Eq. 8's, as mGANprior's scripts do: a documented deviation,
+``config.Loss.degraded_perceptual`` and ``objective.py``.)
 
 * ``reconstruct``: ``P = identity``; delivered = the raw estimate.
 * ``colorize``: ``P = grayscale`` with the ITU-R BT.601 luminance ``Y = 0.299 R + 0.587 G + 0.114 B``
@@ -19,11 +21,16 @@ degraded input the user has and ``P`` is the task's "post-processing" applied to
   mGANprior default (``SR_loss``); ``'area'`` is exact f x f average pooling (anti-aliased, PyTorch
   ``mode='area'``). The input ``x`` is the low-resolution image (generator resolution / factor).
   Delivered = the raw full-resolution estimate.
-* ``inpaint``: ``P = multiplication by the known-pixel mask`` (1 = known, 0 = hole); the pixel loss only
-  counts known pixels. Mask PNGs follow mGANprior: **white (1) marks the hole** (``masked_loss`` uses
-  ``x * (1 - mask)``); ``io.masks.load_inpainting_mask`` converts such a PNG into a known-pixel mask.
-  Delivered = the input on known pixels and the estimate inside the hole (mGANprior's unused
-  ``combine_inpainting``; its scripts save the raw estimate, which is ``InversionResult.images``).
+* ``inpaint``: ``P = multiplication by the known-pixel mask`` k (1 = known, 0 = hole, soft values in
+  between); the input is ``x = k * image``. The pixel term averages over known pixels (or over all
+  pixels, mGANprior's: ``config.Loss.pixel_mean``; see ``objective.py``). Mask PNGs follow mGANprior:
+  **white (1) marks the hole** (``masked_loss`` uses ``x * (1 - mask)``, ``utils/manipulate.py:66-71``);
+  ``io.masks.load_inpainting_mask`` converts such a PNG into a known-pixel mask (one mask for the three
+  channels: the RGB mean; mGANprior keeps a per-channel mask, ``manipulate.py:61-63``, which differs
+  only for coloured masks). Without a PNG, ``launch.reproduce`` uses :func:`center_hole_mask`.
+  Delivered = ``x + (1 - k) * x_hat``: the input on known pixels and the estimate inside the hole
+  (mGANprior's unused ``combine_inpainting``, ``manipulate.py:55-58``: ``gt * k + out * (1 - k)``; its
+  scripts save the raw estimate, which is ``InversionResult.images``).
 
 All functions take NHWC float images in [-1, 1] and are pure jnp (jit/vmap friendly) unless noted.
 """
@@ -136,8 +143,24 @@ def _bilinear_axis(x: Array, factor: int, axis: int) -> Array:
 
 
 def apply_known_mask(images: Array, known: Array) -> Array:
-  """``P`` of inpainting: zero the holes. ``known`` broadcasts against ``images`` ((..., H, W, 1))."""
+  """``P`` of inpainting: ``k * images`` (holes zeroed). ``known`` broadcasts against ``images``."""
   return images * known.astype(images.dtype)
+
+
+def center_hole_mask(size: int, hole: float = 0.5) -> np.ndarray:
+  """The known-pixel mask (size, size, 1) float32 of a centred square hole ``hole * size`` wide.
+
+  Generated, not shipped (mGANprior's example masks carry no licence): the default inpainting mask of
+  ``launch.reproduce``. ``hole=0.5`` covers the central quarter of the image (on the aligned CelebA
+  faces: eyes, nose and mouth), about the area of mGANprior's ``mask-2.png`` (25%)."""
+  size = int(size)
+  if size < 2 or not 0 < hole < 1:
+    raise ValueError(f'center_hole_mask needs size >= 2 and 0 < hole < 1, got size={size}, hole={hole}')
+  side = max(1, int(round(size * hole)))
+  lo = (size - side) // 2
+  known = np.ones((size, size, 1), np.float32)
+  known[lo : lo + side, lo : lo + side] = 0.0
+  return known
 
 
 # ------------------------------------------------------------------------------------------------
@@ -186,5 +209,5 @@ def deliver(estimate: Array, target: Array, task: str, known: Optional[Array] = 
     if known is None:
       raise ValueError("task 'inpaint' needs the known-pixel mask (aux)")
     k = known.astype(estimate.dtype)
-    return target * k + estimate * (1 - k)
+    return jnp.where(k > 0, target, 0.0) + estimate * (1 - k)
   return estimate

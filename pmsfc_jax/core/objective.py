@@ -3,17 +3,30 @@ public function of one image, :func:`objective`, which ``inversion.py`` differen
 
 Eq. 9 of one image, with the task's degradation P (``degradations.py``)::
 
-    L = pixel_weight * mean((x - P(x_hat))^2) + perceptual_weight * 0.001 * mean|V(x) - V(P(x_hat))|
+    L = pixel_weight * mean((x - P(x_hat))^2) [+ perceptual_weight * 0.001 * mean|V(x) - V(P(x_hat))|]
 
-where x is the (already degraded) input target and ``x_hat = G2(compose(codes, weights))`` (Eq. 1 or
-6-7). For inpainting the pixel mean runs over known pixels only and both images are masked before V. For
-colorization the target is passed through P as well (a no-op for gray inputs, since P is idempotent), so
-colour inputs are accepted too (:func:`objective_target`).
+where x is the degraded input (``degradations.prepare_target``: gray, low-resolution, or ``k * image``
+for inpainting with the known-pixel mask k) and ``x_hat = G2(compose(codes, weights))`` (Eq. 1 or 6-7).
 
-Eq. 2 / 8 (mGANprior's ``CombinationLoss``):
+* **Eq. 9 as the paper writes it** is the pixel term alone, ``||x - P(x_hat)||_2^2``; the perceptual
+  term belongs to Eq. 8 (reconstruction, P = identity). The library DEFAULT keeps the perceptual term
+  on the degraded tasks too (``config.Loss.degraded_perceptual=True``), as mGANprior's scripts do: a
+  documented DEVIATION from Eq. 9, kept so that earlier results do not move; ``presets.invert('paper')``
+  / ``'eq9'`` switch it off, and the README's reproduction table measures the difference.
+* **Inpainting** compares ``x = k * image`` with ``k * x_hat``: the pixel term is
+  ``sum(k^2 (image - x_hat)^2) / divisor``, exactly mGANprior's ``masked_loss`` (``utils/manipulate.py:
+  66-71``: both images multiplied by ``1 - mask`` inside the loss, so soft weights enter as k^2), with
+  ``loss.pixel_mean`` choosing the divisor: ``'known'`` (default) ``3 * sum(k^2)`` (the mean over known
+  pixels), ``'all'`` ``3 * H * W`` (mGANprior's ``nn.MSELoss``, ``inversion/losses.py:25``; the
+  ``mganprior`` preset). The target is not multiplied by k again (it already is ``k * image``; holes are
+  zeroed, which is idempotent), so soft masks are weighted by k^2, not k^3. V sees ``k * x_hat`` and
+  ``x`` (mGANprior: ``V(k x_hat)`` vs ``V(k x)``).
+* **Colorization** passes the target through P as well (a no-op for gray inputs, since P is idempotent),
+  so colour inputs are accepted too (:func:`objective_target`).
+
+Eq. 2 / 8 follow mGANprior's ``CombinationLoss`` (``inversion/losses.py:33-40, 77-103``):
 ``L(x, x_hat) = ||x - x_hat||_2^2 + lambda_vgg * ||V(x) - V(x_hat)||_1`` with V the ImageNet VGG16 cut at
-relu3_3. The reductions and constants are those of mGANprior's code (``inversion/losses.py``), which the
-official PmSFC code reuses:
+relu3_3, with its reductions and constants:
 
 * pixel term: ``nn.MSELoss()``, i.e. the *mean* of the squared difference over pixels and channels of
   images in [-1, 1] (``l2_lambda = 1``);
@@ -23,6 +36,19 @@ official PmSFC code reuses:
   we implement the L1 *mean* of the absolute feature difference, scaled by ``feature_scale = 0.001``;
   ``PerceptualConfig(feature_loss='l2')`` gives mGANprior's ``vgg_loss_type='L2'`` variant (mean of
   squared differences).
+
+**The official PmSFC code does not use this loss.** Its inversion script ``PmSFC.py``
+(guanyuelee/PmSFC at f26cbb4) imports no loss module (imports at ``PmSFC.py:3-22``; the repository's
+copy of mGANprior's ``inversion/losses.py`` has no importer) and optimises
+``0.01 * MSE(G2(sum_r m_r * G1(z_r) + G1(z_base)), x) + MSE(G2(G1(z_base)), x)`` (``PmSFC.py:175-191``):
+an extra base code whose features are added unmasked, one code per subspace (``--code_per_cluster``
+default 1, ``PmSFC.py:277-278``), no weights at all (no tanh weights of Eq. 6), no VGG term, codes
+initialised to exactly zero (``--init_type`` default ``'Zeros'``, ``PmSFC.py:155-160, 261``), Adam lr 1e-4
+(``PmSFC.py:259, 263``) for 50000 iterations by default (``PmSFC.py:267``; 20000 in its README, 7000 in
+the paper). It cannot run as published: it reads ``args.cluster_numbers`` (``PmSFC.py:97``, also 102,
+105, 130, ...), which its argparse block (``PmSFC.py:239-287``) never defines (``parse_known_args``
+swallows a ``--cluster_numbers`` flag), so it stops with ``AttributeError`` right after clustering. This
+module therefore implements the paper's Eq. 6-9 with mGANprior's loss constants, not ``PmSFC.py``.
 
 Differences from the PyTorch code: losses are per image (shape ``(B,)``, the mean over that image's
 elements) instead of a batch mean, because every image is optimised independently (mGANprior inverts one
@@ -73,18 +99,26 @@ def _is_static_zero(w) -> bool:
   return isinstance(w, (int, float)) and w == 0
 
 
-def pixel_loss(target: Array, estimate: Array, pixel_mask: Optional[Array] = None) -> Array:
-  """Per-image mean squared error; with ``pixel_mask`` (B, H, W, 1), the mean over pixels where it is 1.
+def pixel_loss(
+  target: Array, estimate: Array, pixel_mask: Optional[Array] = None, mean: str = 'known'
+) -> Array:
+  """Per-image mean squared error; with ``pixel_mask`` k (B, H, W, 1), the inpainting pixel term.
 
-  A mask that is 0 everywhere gives 0 for that image (not NaN).
+  With a mask the images are compared as given (the caller applies P: both are ``k * image``, as in
+  mGANprior's ``masked_loss``), holes (k = 0) contribute nothing, and ``mean`` picks the divisor:
+  ``'known'``: ``C * sum(k^2)`` (binary masks: the number of known pixels), ``'all'``: ``C * H * W``
+  (mGANprior). A mask that is 0 everywhere gives 0 for that image (not NaN).
   """
   sq = jnp.square(target - estimate)
   if pixel_mask is None:
     return jnp.mean(sq, axis=(1, 2, 3))
-  pixel_mask = jnp.broadcast_to(pixel_mask.astype(sq.dtype), sq.shape[:3] + (1,))
-  num = jnp.sum(sq * pixel_mask, axis=(1, 2, 3))
-  den = jnp.sum(pixel_mask, axis=(1, 2, 3)) * sq.shape[-1]
-  return num / jnp.maximum(den, 1.0)
+  config.check(mean in config.PIXEL_MEANS, f'pixel mean must be one of {config.PIXEL_MEANS}, got {mean!r}')
+  k = jnp.broadcast_to(pixel_mask.astype(sq.dtype), sq.shape[:3] + (1,))
+  num = jnp.sum(jnp.where(k > 0, sq, 0.0), axis=(1, 2, 3))
+  if mean == 'all':
+    return num / (sq.shape[1] * sq.shape[2] * sq.shape[3])
+  den = jnp.sum(jnp.square(k), axis=(1, 2, 3)) * sq.shape[-1]
+  return num / jnp.maximum(den, 1e-8)
 
 
 def feature_loss(percep: Perceptual, target_features: Array, estimate_features: Array) -> Array:
@@ -103,6 +137,7 @@ def reconstruction_loss(
   perceptual_weight: Union[float, Array] = 1.0,
   pixel_mask: Optional[Array] = None,
   dtype=jnp.float32,
+  pixel_mean: str = 'known',
 ) -> Array:
   """Eq. 2: per-image ``pixel_weight * MSE + perceptual_weight * feature_scale * L1(V(x), V(x_hat))``.
 
@@ -114,14 +149,16 @@ def reconstruction_loss(
       computed here when None.
     pixel_weight, perceptual_weight: mGANprior's ``l2_lambda`` / ``vgg_lambda`` (1, 1). A Python 0 for
       ``perceptual_weight`` skips the VGG forward pass entirely (a traced 0 still runs it).
-    pixel_mask: optional (B, H, W, 1) {0, 1}: the pixel term averages only where it is 1. The VGG term
-      is not masked (the inversion code masks the images themselves where a task needs it, Eq. 9).
+    pixel_mask: optional (B, H, W, 1) known-pixel weights k in [0, 1] (:func:`pixel_loss`; binary: the
+      pixel term averages where it is 1). Neither term masks the images: the caller passes
+      ``k * image`` where a task needs it (Eq. 9, :func:`objective`).
+    pixel_mean: ``'known'`` | ``'all'``, the divisor of the masked pixel term (:func:`pixel_loss`).
     dtype: VGG's compute dtype (the loss itself is float32).
 
   Returns:
     (B,) losses, one per image (independent of the rest of the batch).
   """
-  loss = pixel_weight * pixel_loss(target, estimate, pixel_mask)
+  loss = pixel_weight * pixel_loss(target, estimate, pixel_mask, pixel_mean)
   if _is_static_zero(perceptual_weight):
     return loss
   if percep is None:
@@ -137,7 +174,11 @@ def reconstruction_loss(
 
 
 def uses_perceptual(cfg: config.InvertConfig) -> bool:
-  return cfg.loss.perceptual_weight != 0
+  """Whether the objective of ``cfg`` has the perceptual term (Eq. 8; Eq. 9 only with the default
+  deviation ``loss.degraded_perceptual``)."""
+  if cfg.loss.perceptual_weight == 0:
+    return False
+  return cfg.task.name == 'reconstruct' or cfg.loss.degraded_perceptual
 
 
 def compute_dtype(cfg: config.InvertConfig) -> jnp.dtype:
@@ -152,11 +193,14 @@ def compute_dtype(cfg: config.InvertConfig) -> jnp.dtype:
 
 
 def objective_target(targets: Array, known: Optional[Array], task: str) -> Array:
-  """x of Eq. 9 (P applied again where it is idempotent: gray for colorize, holes zeroed for inpaint)."""
+  """x of Eq. 9 (P applied again where it is idempotent: gray for colorize, holes zeroed for inpaint).
+
+  For inpainting the target is already ``k * image`` (``degradations.prepare_target``); it is not
+  multiplied by k again (that would weight soft masks by k^3), only its holes (k = 0) are zeroed."""
   if task == 'colorize':
     return degradations.grayscale(targets)
   if task == 'inpaint':
-    return degradations.apply_known_mask(targets, known)
+    return jnp.where(known > 0, targets, 0.0)
   return targets
 
 
@@ -206,4 +250,5 @@ def objective(
     perceptual_weight=cfg.loss.perceptual_weight if uses_perceptual(cfg) else 0,
     pixel_mask=k if task.name == 'inpaint' else None,
     dtype=compute_dtype(cfg),
+    pixel_mean=cfg.loss.pixel_mean,
   )[0]

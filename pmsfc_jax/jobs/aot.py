@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from pmsfc_jax.core import config
+from pmsfc_jax.core import discovery_config
 from pmsfc_jax.core import inversion
 from pmsfc_jax.core import mesh as mesh_lib
 from pmsfc_jax.core import objective
@@ -137,7 +138,11 @@ def inversion_program(
 
 
 def discovery_program(
-  gcfg: pggan.GeneratorConfig, layer: int, hp: config.SelfExpression, mesh: jax.sharding.Mesh, num_steps: int
+  gcfg: pggan.GeneratorConfig,
+  layer: int,
+  hp: discovery_config.SelfExpression,
+  mesh: jax.sharding.Mesh,
+  num_steps: int,
 ) -> Program:
   """``self_expression.train_chunk``: latents over every device of ``mesh``, S replicated."""
   rep = mesh_lib.replicated_sharding(mesh)

@@ -7,8 +7,13 @@
 * faces the demo generator itself produces from fixed seeds (in-domain targets),
 
 with both methods at equal iterations, and writes ``OUT/demo_grid.png`` (one row per image:
-target | mGANprior | PmSFC), ``OUT/metrics.md`` / ``OUT/metrics.json`` (PSNR, SSIM, LPIPS-VGG per image and
-the mean) and prints the table. ``--images=DIR_OR_GLOB`` runs the same on the user's own faces.
+target | mGANprior | PmSFC), ``OUT/metrics.md`` / ``OUT/metrics.json`` (PSNR, SSIM, LPIPS-VGG and
+LPIPS-AlexNet per image and the mean) and prints the table. ``--images=DIR_OR_GLOB`` runs the same on the
+user's own faces.
+
+Both methods run at ONE shared fast setting (Adam lr 0.03, ``presets.demo``), which is not mGANprior's
+own (SGD lr 1, 1500-3000 iterations) nor the paper's (Adam lr 1e-4, 7000): the output says so. The fair
+comparison, with each method at its own settings too, is ``launch.reproduce`` (``reproduce.py``).
 
 Everything is the library's public API: ``io.checkpoints.load_generator``, ``io.subspaces.load_subspaces``,
 ``core.inversion.invert`` (vmapped over the batch, with progress lines), ``evaluation.metrics``;
@@ -28,7 +33,6 @@ from PIL import Image
 from skimage import data as skdata
 
 from pmsfc_jax.core import config
-from pmsfc_jax.evaluation import metrics
 from pmsfc_jax.io import checkpoints
 from pmsfc_jax.io import files
 from pmsfc_jax.io import images as images_lib
@@ -101,9 +105,9 @@ def run(cfg: Any) -> dict:
     cfg.optim.iterations,
   )
   runs = compare.compare_methods(gen, sub.masks, percep, targets, cfg, keys)
-  lpips_net = metrics.load_lpips('vgg') if cfg.job.lpips else None
+  names_m = compare.IMAGE_METRICS if cfg.job.lpips else ('psnr', 'ssim')
   methods = cfg.compare.methods
-  per_method = {m: compare.image_metrics(targets, runs[m].delivered, lpips_net) for m in methods}
+  per_method = {m: compare.image_metrics(targets, runs[m].delivered, names_m) for m in methods}
   rows = []
   for i, name in enumerate(names):
     rows.append(
@@ -134,7 +138,9 @@ def run(cfg: Any) -> dict:
   files.write_json(out / 'metrics.json', summary)
   header = (
     f'Demo: {len(names)} images, {cfg.optim.iterations} iterations per method '
-    f'(columns: target | {" | ".join(methods)} in demo_grid.png)\n\n'
+    f'(columns: target | {" | ".join(methods)} in demo_grid.png). Both methods at the same shared '
+    f"setting ({cfg.optim.optimizer} lr {cfg.optim.lr}), not at their own: mGANprior's is SGD lr 1 with "
+    f"1500-3000 iterations, the paper's Adam lr 1e-4 with 7000; launch.reproduce compares both.\n\n"
   )
   files.atomic_write_bytes(out / 'metrics.md', (header + table).encode())
   print(header + table)

@@ -23,6 +23,7 @@ from etils import epath
 
 from pmsfc_jax.core import clustering
 from pmsfc_jax.core import config
+from pmsfc_jax.core import discovery_config
 from pmsfc_jax.core import self_expression as se
 from pmsfc_jax.io import checkpoints
 from pmsfc_jax.io import progress
@@ -32,7 +33,7 @@ from pmsfc_jax.jobs import preemption
 from pmsfc_jax.models import pggan
 
 
-def _run_config(cfg: config.DiscoverConfig) -> dict:
+def _run_config(cfg: discovery_config.DiscoverConfig) -> dict:
   """What a checkpointed run must share with its resumption (the iteration count may grow)."""
   run_cfg = {k: v for k, v in dataclasses.asdict(cfg.optim).items() if k != 'iterations'}
   run_cfg.update(layer=cfg.model.layer, seed=cfg.seed)

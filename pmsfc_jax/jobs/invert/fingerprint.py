@@ -26,7 +26,20 @@ from pmsfc_jax.io import files
 CONFIG_RECORD = 'config.json'
 VERSION = 2  # 1: the flat config of before the config sections.
 # Settings added after format 2, left out while they have the value every older folder computed with.
-LATER_SETTINGS = {('model', 'compute_dtype'): 'float32'}
+LATER_SETTINGS = {
+  ('model', 'compute_dtype'): 'float32',
+  ('loss', 'pixel_mean'): 'known',
+  ('loss', 'degraded_perceptual'): True,
+}
+
+
+def without_later_settings(settings: dict) -> dict:
+  """``config.result_settings`` output less the ``LATER_SETTINGS`` that hold their old value (a copy)."""
+  out = {k: dict(v) if isinstance(v, dict) else v for k, v in settings.items()}
+  for (section, key), value in LATER_SETTINGS.items():
+    if isinstance(out.get(section), dict) and out[section].get(key) == value:
+      del out[section][key]
+  return out
 
 
 class ConfigMismatchError(config.ConfigError):
@@ -46,10 +59,7 @@ def payload(cfg: config.InvertConfig, gen, masks: Optional[np.ndarray], known: O
   """Everything that changes results, as JSON: config values, weights / masks content hashes."""
   leaves = jax.tree_util.tree_flatten_with_path(gen.params)[0]
   leaves = sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0]))
-  settings = config.result_settings(cfg)
-  for (section, key), value in LATER_SETTINGS.items():
-    if settings[section].get(key) == value:
-      del settings[section][key]
+  settings = without_later_settings(config.result_settings(cfg))
   return json.loads(
     json.dumps(
       {
