@@ -295,7 +295,7 @@ class Demo:
 @dataclasses.dataclass(frozen=True)
 class Reproduce:  # the fair reproduction: presets.reproduce_row; optim / loss = the shared fast setting
   num_images: int = 100  # faces of the fast rows
-  slow_images: int = 12  # faces (the first of those) of the rows at mGANprior's own iteration counts
+  slow_images: int = 10  # faces (the first of those) of the rows at mGANprior's own iteration counts
   max_slow_iterations: int = 0  # > 0 caps those rows' iterations (smoke tests only)
   tasks: tuple[str, ...] = TASKS
   rows: tuple[str, ...] = REPRODUCE_ROWS
