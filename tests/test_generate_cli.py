@@ -1,6 +1,7 @@
 """launch.generate: images.npy equals the library's G(z); one PNG per sample plus a grid."""
 
 import os
+import re
 import pathlib
 import subprocess
 import sys
@@ -118,3 +119,17 @@ def test_generate_single_latent_vector(converted, tiny_generator, tmp_path):
     [f'--generator={converted}', f'--latents={tmp_path / "z.npy"}', f'--output_dir={tmp_path / "o"}']
   )
   np.testing.assert_allclose(np.load(tmp_path / 'o' / 'images.npy'), tiny_generator(z[None]), atol=1e-5)
+
+
+def test_generate_output_is_quiet(tmp_path):
+  """Without JAX_PLATFORMS, jax probes its other backends (libtpu when the tpu extra is installed): the
+  command's output is its progress and result lines only (pmsfc_jax/jobs/logs.py)."""
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_PLATFORMS'}
+  proc = subprocess.run(
+    [sys.executable, '-m', 'launch.generate', '--generator=demo', '--num_samples=2', f'--output_dir={tmp_path}'],
+    cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = (proc.stdout + proc.stderr).splitlines()
+  assert [line for line in lines if re.search(r'(?i)\btpu\b|libtpu|initialize backend', line)] == []
+  assert any('wrote 2 images of 32x32' in line for line in lines)

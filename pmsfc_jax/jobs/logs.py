@@ -22,7 +22,9 @@ import pathlib
 
 from absl import logging
 
-QUIET_LIBRARIES = ('/orbax/',)
+# orbax: dozens of INFO lines per checkpoint; xla_bridge: "Unable to initialize backend 'tpu'" (INFO)
+# on every start where libtpu (or a TPU plugin) is installed and no TPU is attached.
+QUIET_LIBRARIES = ('/orbax/', '/jax/_src/xla_bridge.py')
 GOOGLE_PCI_VENDOR = '0x1ae0'
 ABSENT_TPU_ENV = {
   'TPU_ACCELERATOR_TYPE': 'v5litepod-1',

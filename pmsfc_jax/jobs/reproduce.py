@@ -142,7 +142,7 @@ def run(cfg: Any) -> dict:
       n = slow if row in ('mganprior', 'pmsfc_paper') else len(names)
       ident = {**identity(rcfg), 'images': names[:n]}
       path = out / 'rows' / f'{task}.{row}'  # + .json / .npy
-      same = [r for r, v in results[task].items() if v['identity'] == ident]
+      same = [r for r, v in results[task].items() if _comparable(v['identity']) == _comparable(ident)]
       if same:  # Identical settings and faces: the same result (e.g. row 5 on reconstruction is row 4).
         results[task][row] = results[task][same[0]]
         continue
