@@ -1,8 +1,8 @@
 """launch.generate: images.npy equals the library's G(z); one PNG per sample plus a grid."""
 
 import os
-import re
 import pathlib
+import re
 import subprocess
 import sys
 
