@@ -140,3 +140,14 @@ def test_later_settings_are_fingerprinted_only_when_set(tiny_generator, key, new
   assert changed['config'][section][name] == new
   assert fingerprint.digest(changed) != fingerprint.digest(default)
   assert payload(**{'job.remat': True}) == default  # job settings do not change results (tested above)
+
+
+def test_soft_inpainting_masks_are_fingerprinted_by_their_weighting(tiny_generator):
+  """Soft masks changed from k^3 to mGANprior's k^2 weights (issue #13): their folders get a new
+  fingerprint; binary masks (every weighting equal) keep theirs."""
+  cfg = config.override(config.InvertConfig(), {'task.name': 'inpaint'})
+  binary = np.zeros((32, 32, 1), np.float32)
+  binary[8:] = 1
+  soft = binary * 0.5
+  assert 'soft_mask_weighting' not in fingerprint.payload(cfg, tiny_generator, None, binary)
+  assert fingerprint.payload(cfg, tiny_generator, None, soft)['soft_mask_weighting'] == 'k^2'

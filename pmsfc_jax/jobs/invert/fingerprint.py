@@ -60,9 +60,14 @@ def payload(cfg: config.InvertConfig, gen, masks: Optional[np.ndarray], known: O
   leaves = jax.tree_util.tree_flatten_with_path(gen.params)[0]
   leaves = sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0]))
   settings = without_later_settings(config.result_settings(cfg))
+  extra = {}
+  if known is not None and not np.isin(np.asarray(known), (0, 1)).all():
+    # Soft masks weight pixels by k^2 since issue #13 (k^3 before): older soft-mask folders are refused.
+    extra['soft_mask_weighting'] = 'k^2'
   return json.loads(
     json.dumps(
       {
+        **extra,
         'version': VERSION,
         'config': settings,
         'generator': {
