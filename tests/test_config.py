@@ -93,7 +93,14 @@ def test_mganprior_preset_follows_its_scripts_per_task():
 
 def test_reproduce_rows():
   cfg = presets.reproduce()
+  assert cfg.reproduce.rows == config.REPRODUCE_ROWS[:5]  # row 6 runs only when asked for
   rows = {r: presets.reproduce_row(cfg, r, 'colorize') for r in config.REPRODUCE_ROWS}
+  assert _differences(rows['pmsfc_paper'], rows['pmsfc_paper_full']) == ['optim.iterations']
+  assert (
+    rows['pmsfc_paper_full'].optim.iterations
+    == presets.invert('pmsfc,colorize,paper').optim.iterations
+    == 7000
+  )
   one, two = rows['mganprior'], rows['pmsfc_paper']
   assert (one.method.name, one.method.num_codes, one.optim.optimizer, one.optim.lr) == (
     'mganprior',

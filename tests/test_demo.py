@@ -98,7 +98,7 @@ def test_reproduce_rows_tables_wins_and_resume(tiny_assets, tmp_path, monkeypatc
   cfg = _local_config(
     presets.reproduce, tiny_assets, tmp_path / 'out', **{'job.images': str(tmp_path / 'faces')}
   )
-  cfg = config.override(cfg, {'reproduce.num_images': 2})
+  cfg = config.override(cfg, {'reproduce.num_images': 2, 'reproduce.rows': config.REPRODUCE_ROWS})
   blob = reproduce.run(cfg)
   assert blob['images'] == ['009001', '009002']  # the first --num_images (2) of the sorted list
   results = blob['results']
@@ -112,7 +112,9 @@ def test_reproduce_rows_tables_wins_and_resume(tiny_assets, tmp_path, monkeypatc
       # (test_reproduce_command_runs_anywhere).
       assert all(np.isfinite(v).all() for m, v in res['metrics'].items() if m != 'lpips_alex')
       want = presets.reproduce_row(cfg, row, task).optim.iterations
-      assert res['iterations'] == want == {'mganprior': 3, 'pmsfc_paper': 3}.get(row, 2)
+      assert (
+        res['iterations'] == want == {'mganprior': 3, 'pmsfc_paper': 3, 'pmsfc_paper_full': 3}.get(row, 2)
+      )
   assert results['reconstruct']['pmsfc_fast_eq9'] is results['reconstruct']['pmsfc_fast']  # same settings
   assert results['colorize']['pmsfc_fast_eq9']['identity'] != results['colorize']['pmsfc_fast']['identity']
   assert 0 <= np.min(results['colorize']['pmsfc_fast']['metrics']['auc']) <= 100
@@ -122,6 +124,9 @@ def test_reproduce_rows_tables_wins_and_resume(tiny_assets, tmp_path, monkeypatc
     and '| 5 | PmSFC, shared fast setting, Eq. 9' in table
   )
   assert table.count('| 1 vs 2 | 2 |') == table.count('| 3 vs 4 | 2 |') == table.count('| 4 vs 5 | 2 |') == 4
+  assert (
+    table.count('| 1 vs 6 | 2 |') == 4 and table.count("| 6 | PmSFC, the paper's setting and its 7000") == 4
+  )
   assert 'LPIPS-Alex ↓' in table and 'AuC (%) ↑' in table
   for task in results:
     assert (tmp_path / 'out' / f'{task}_grid.png').exists()
@@ -221,7 +226,7 @@ def test_reproduce_command_runs_anywhere(tmp_path):
   blob = json.loads((tmp_path / 'out' / 'reproduction.json').read_text())
   assert blob['images'] == ['009001', '009002'] and blob['config']['task']['mask'] == ''
   for task, by_row in blob['results'].items():
-    assert sorted(by_row) == sorted(config.REPRODUCE_ROWS)
+    assert sorted(by_row) == sorted(config.REPRODUCE_ROWS[:5])  # the default rows
     for res in by_row.values():
       assert all(np.isfinite(v).all() for v in res['metrics'].values()), task  # LPIPS-Alex too at 32x32
   assert '**inpainting**' in proc.stdout and '| 4 vs 5 | 2 |' in proc.stdout
