@@ -1,6 +1,6 @@
 """pmsfc-jax: High Fidelity GAN Inversion via Prior Multi-Subspace Feature Composition, in JAX/Flax."""
 
-from setuptools import find_packages
+from setuptools import find_namespace_packages
 from setuptools import setup
 
 setup(
@@ -8,8 +8,11 @@ setup(
   version='0.1.0',
   description='PmSFC (AAAI 2021) GAN inversion with a Flax PGGAN, as jitted pure functions.',
   python_requires='>=3.11',
-  packages=find_packages(
-    include=['pmsfc_jax', 'pmsfc_jax.*', 'launch', 'launch.*', 'weights_conversion', 'weights_conversion.*']
+  # Namespace packages: the asset folders (orbax checkpoints, subspaces, the NIQE model) are data
+  # packages, so setuptools ships them without its 'importable but absent' warnings.
+  packages=find_namespace_packages(
+    include=['pmsfc_jax', 'pmsfc_jax.*', 'launch', 'launch.*', 'weights_conversion', 'weights_conversion.*'],
+    exclude=['*.__pycache__'],
   ),
   package_data={'pmsfc_jax': ['assets/**/*', 'assets/*/*/*', 'assets/*/*/*/*', 'assets/*/*/*/*/*']},
   include_package_data=True,
