@@ -51,6 +51,9 @@ def official_standin(tmp_path_factory) -> pathlib.Path:
   builds the TF layout from the independent PyTorch reference): the stand-in for the real weights."""
   import numpy as np
 
+  from tests import torch_util
+
+  torch_util.require()  # the TF layout is built from the independent PyTorch reference
   from tests import reference_pggan_torch as ref
   from tests import test_conversion as tc
 

@@ -272,10 +272,12 @@ def test_in_flight_keeps_the_host_one_call_ahead(monkeypatch):
 
 def test_run_steps_auto_sized_calls_are_powers_of_two_and_equal_results(small, monkeypatch):  # noqa: F811
   gen, masks, targets = small
-  cfg = configs.invert('pmsfc,reconstruct,local', perceptual_weight=0.0, num_codes=3, lr=0.05, iterations=40)
+  # 8 steps, as test_inversion's chunk test: over tens of Adam steps a lax.scan body's last-bit
+  # differences from a lone step grow chaotically (40 steps in 8-step scans: 1e-2 on jax 0.10 and 0.12).
+  cfg = configs.invert('pmsfc,reconstruct,local', perceptual_weight=0.0, num_codes=3, lr=0.05, iterations=8)
   key = jax.random.key(5)
   ref = inversion.run_steps(
-    gen, None, inversion.init_state(gen, None, targets, masks, cfg, key), targets, masks, cfg, 40
+    gen, None, inversion.init_state(gen, None, targets, masks, cfg, key), targets, masks, cfg, 8
   )
   original, lengths = inversion._run_steps_jit, []
 
@@ -286,9 +288,9 @@ def test_run_steps_auto_sized_calls_are_powers_of_two_and_equal_results(small, m
   monkeypatch.setattr(inversion, '_run_steps_jit', recorded)
   sizer = loops.CallSizer(0, max_seconds=1.0, backend='tpu')  # as on an accelerator (steps take ms here)
   state = inversion.init_state(gen, None, targets, masks, cfg, key)
-  state = inversion.run_steps(gen, None, state, targets, masks, cfg, 40, sizer=sizer)
+  state = inversion.run_steps(gen, None, state, targets, masks, cfg, 8, sizer=sizer)
   # Two calibration calls of one step, then lax.scan calls of power-of-two lengths (a bounded set).
-  assert sum(lengths) == 40 and lengths[:2] == [1, 1] and max(lengths) > 1, lengths
+  assert sum(lengths) == 8 and lengths[:2] == [1, 1] and max(lengths) > 1, lengths
   assert all(n & (n - 1) == 0 for n in lengths), lengths
   chex.assert_trees_all_close(state, ref, atol=2e-5, rtol=1e-5)
 
