@@ -119,14 +119,13 @@ def compare_routes(S_official: np.ndarray, seeds: list[int]) -> dict:
   out = {}
   for route, diagonal in COMPARE:
     S = clustering.from_official_layout(S_official, diagonal)
-    st = stability({s: clustering.cluster(S, R, route, s, diagonal=diagonal)[0] for s in seeds})
+    labels = {s: clustering.cluster(S, R, route, s, diagonal=diagonal)[0] for s in seeds}
+    st = stability(labels)
     out[f'{route}/{diagonal}'] = {
       k: st[k] for k in ('mean_ari', 'min_ari', 'distinct_partitions', 'medoid_seed')
     }
     out[f'{route}/{diagonal}']['medoid_sizes'] = st['sizes_by_seed'][st['medoid_seed']]
-    out[f'{route}/{diagonal}']['medoid_labels'] = clustering.cluster(
-      S, R, route, st['medoid_seed'], diagonal=diagonal
-    )[0].tolist()
+    out[f'{route}/{diagonal}']['medoid_labels'] = labels[st['medoid_seed']].tolist()
   return out
 
 

@@ -52,8 +52,8 @@ class CallSizer:
   def __init__(self, requested: int = 0, max_seconds: float = 0.0, backend: Optional[str] = None):
     self.requested = int(requested or 0)
     self.max_seconds = float(max_seconds or 0.0)
-    self.cpu = (backend or jax.default_backend()) == 'cpu'
-    self.auto_bounded = not self.requested and self.max_seconds > 0 and not self.cpu
+    self.backend = backend or jax.default_backend()
+    self.auto_bounded = not self.requested and self.max_seconds > 0 and self.backend != 'cpu'
     self.cap: Optional[int] = None  # steps per call once calibrated
     self.verified = not self.auto_bounded
     self._seen: set[int] = set()
@@ -65,10 +65,8 @@ class CallSizer:
 
   def steps(self, remaining: int) -> int:
     """Steps of the next call (``remaining`` > 0)."""
-    if self.requested:
-      return max(1, min(self.requested, remaining))
     if not self.auto_bounded:
-      return 1 if self.cpu else max(1, remaining)
+      return steps_per_call(self.requested, remaining, self.backend)
     return _pow2_floor(min(self.cap or 1, remaining))
 
   def observe(self, num_steps: int, seconds: float) -> None:

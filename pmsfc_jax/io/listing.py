@@ -45,6 +45,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
+from pmsfc_jax.io import files
 from pmsfc_jax.io import images
 
 
@@ -62,10 +63,6 @@ class InputItem:
 
 def _has_magic(s: str) -> bool:
   return any(ch in s for ch in '*?[')
-
-
-def _is_remote(path: str) -> bool:
-  return '://' in str(path)
 
 
 def _name_stem(name: str) -> str:
@@ -100,7 +97,7 @@ def _assign_stems(pairs: Sequence[tuple[str, str]]) -> list[InputItem]:
 
 
 def _real(path: str) -> Optional[str]:
-  return None if _is_remote(path) else os.path.realpath(path)
+  return os.path.realpath(path) if files.is_local(path) else None
 
 
 class _Walker:
@@ -117,7 +114,7 @@ class _Walker:
     self.visited: set[str] = set()
 
   def _entries(self, folder: str) -> list[tuple[str, str, bool]]:
-    if _is_remote(folder):
+    if not files.is_local(folder):
       return [(p.name, os.fspath(p), p.is_dir()) for p in epath.Path(folder).iterdir()]
     out = []
     with os.scandir(folder) as it:
@@ -230,7 +227,7 @@ def _list_file(spec: str) -> list[tuple[str, str]]:
     line = line.strip()
     if not line or line.startswith('#'):
       continue
-    if _is_remote(line) or os.path.isabs(line):
+    if not files.is_local(line) or os.path.isabs(line):
       path = line
       name = line.split('://', 1)[-1].lstrip('/')
     else:
@@ -245,7 +242,7 @@ def _list_file(spec: str) -> list[tuple[str, str]]:
 def input_root(spec: str) -> Optional[str]:
   """The real path of the folder the inputs of ``spec`` are listed from (None for ``gs://``)."""
   spec = os.fspath(spec)
-  if _is_remote(spec):
+  if not files.is_local(spec):
     return None
   if _has_magic(spec):
     parts = spec.split('/')
@@ -257,7 +254,7 @@ def input_root(spec: str) -> Optional[str]:
 def check_output_dir(spec: str, output_dir: str) -> None:
   """Refuses an output folder equal to, or an ancestor of, the inputs' folder (by real path)."""
   root = input_root(spec)
-  if root is None or _is_remote(os.fspath(output_dir)):
+  if root is None or not files.is_local(output_dir):
     return
   out = os.path.realpath(os.fspath(output_dir))
   if root == out or root.startswith(out.rstrip(os.sep) + os.sep):
@@ -289,12 +286,13 @@ def list_inputs(spec: str, exclude: Optional[str] = None) -> list[InputItem]:
   else:
     raise FileNotFoundError(f'--images={spec!r} is neither a directory, a glob, a list file nor an image')
   if excl is not None:
-    inside = [p for p, _ in pairs if not _is_remote(p) and os.path.realpath(p).startswith(excl + os.sep)]
+    inside = [p for p, _ in pairs if files.is_local(p) and os.path.realpath(p).startswith(excl + os.sep)]
     if inside:
       logging.warning(
         'listing: %d input(s) inside the output folder %s not listed: %s', len(inside), excl, inside[:5]
       )
-      pairs = [(p, n) for p, n in pairs if p not in set(inside)]
+      inside = set(inside)
+      pairs = [(p, n) for p, n in pairs if p not in inside]
     if not pairs:
       raise FileNotFoundError(f'--images={spec!r}: every input lies inside the output folder {excl}')
   return _assign_stems(pairs)

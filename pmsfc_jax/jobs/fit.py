@@ -58,13 +58,25 @@ class Compiler:
   """Compiles each (program, batch) once: the auto search and the report share the results."""
 
   def __init__(self, build):
-    self.build, self.done = build, {}
+    self.build, self.programs, self.done = build, {}, {}
+
+  def program(self, per_device: int) -> aot.Program:
+    """The program at ``per_device`` (built once: building traces the models)."""
+    if per_device not in self.programs:
+      self.programs[per_device] = self.build(per_device)
+    return self.programs[per_device]
 
   def __call__(self, per_device: int) -> dict:
     if per_device not in self.done:
-      logging.info('compiling %s at %d per device', self.build(per_device).name, per_device)
-      self.done[per_device] = aot.compile_program(self.build(per_device))
+      program = self.program(per_device)
+      logging.info('compiling %s at %d per device', program.name, per_device)
+      self.done[per_device] = aot.compile_program(program)
     return self.done[per_device]
+
+  def largest_fitting(self, capacity: int) -> tuple[int, dict[int, int]]:
+    """:func:`largest_fitting` of the compiled footprints against ``capacity`` less the headroom."""
+    limit = usable_bytes(capacity)
+    return largest_fitting(lambda b: self.footprint(b, limit), limit, MAX_AUTO_BATCH)
 
   def footprint(self, per_device: int, limit: int = 0) -> int:
     """Bytes per device; a program the compiler refuses counts as what it says it needs (> ``limit``)."""
@@ -99,8 +111,7 @@ def resolve_batch_size(
   else:
     steps = job_steps_per_call(cfg)
     compiler = Compiler(lambda b: aot.inversion_program(gcfg, cfg, num_subspaces, mesh, b * mesh.size, steps))
-    limit = usable_bytes(capacity)
-    per_device, probes = largest_fitting(lambda b: compiler.footprint(b, limit), limit, MAX_AUTO_BATCH)
+    per_device, probes = compiler.largest_fitting(capacity)
     if not per_device:
       raise config.ConfigError(
         f'--batch_size=auto: one image per device needs {probes[1] / 2**30:.2f} GiB, more than the '

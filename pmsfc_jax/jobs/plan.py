@@ -126,9 +126,9 @@ def _record(
   capacity: int,
   iterations: int,
   fraction: float,
-  chips_used: int,
 ) -> dict:
-  """The JSON record of one compiled program; FLOPs per step per image from the host-CPU lowering."""
+  """The JSON record of one compiled program, images per hour for one chip; FLOPs per step per image
+  from the host-CPU lowering."""
   flops = aot.model_flops(program) / program.batch
   footprint = compiled['memory']['footprint_bytes']
   rate = chip.peak_bf16_flops * fraction
@@ -150,7 +150,7 @@ def _record(
     'fraction_of_peak': fraction,
     'iterations': iterations,
     'predicted_seconds_per_image': per_image,
-    'images_per_hour': chips_used * 3600.0 / per_image if per_image > 0 else None,
+    'images_per_hour': 3600.0 / per_image if per_image > 0 else None,
     **compiled,
   }
 
@@ -235,15 +235,12 @@ def plan(
 
 def _inversion(mesh, cfg, gcfg, r, steps, batch_size, chip, capacity, fraction) -> dict:
   """The inversion step on ``mesh``: ``batch_size`` per chip (0: auto), compiled and recorded."""
-  build = lambda b: aot.inversion_program(gcfg, cfg, r, mesh, b * mesh.size, steps)
-  compiler = fit.Compiler(build)
+  compiler = fit.Compiler(lambda b: aot.inversion_program(gcfg, cfg, r, mesh, b * mesh.size, steps))
   probes = None
   if not batch_size:
-    limit = fit.usable_bytes(capacity)
-    batch_size, probes = fit.largest_fitting(
-      lambda b: compiler.footprint(b, limit), limit, fit.MAX_AUTO_BATCH
-    )
+    batch_size, probes = compiler.largest_fitting(capacity)
     if not batch_size:
+      limit = fit.usable_bytes(capacity)
       raise PlanError(
         f'batch 1 per chip needs {probes[1] / 2**30:.2f} GiB, more than the {limit / 2**30:.2f} GiB usable '
         f'of a {chip.name} ({capacity / 2**30:.2f} GiB less headroom)'
@@ -254,7 +251,7 @@ def _inversion(mesh, cfg, gcfg, r, steps, batch_size, chip, capacity, fraction) 
     raise PlanError(
       f'per-chip batch {batch_size} does not fit a {chip.name}: {e}; try --batch_size=auto'
     ) from None
-  rec = _record(build(batch_size), compiled, chip, capacity, cfg.optim.iterations, fraction, 1)
+  rec = _record(compiler.program(batch_size), compiled, chip, capacity, cfg.optim.iterations, fraction)
   if not rec['fits']:
     raise PlanError(
       f'per-chip batch {batch_size} needs {rec["hbm_bytes_per_chip"] / 2**30:.2f} GiB per chip, more than '
@@ -277,12 +274,11 @@ def _discovery(gcfg, layer: int, devices: list, chip: chips.Chip, capacity: int,
     raise PlanError(
       f'discovery ({hp.batch_size // mesh.size} latent per chip) does not fit a {chip.name}: {e}'
     ) from None
-  rec = _record(program, compiled, chip, capacity, hp.iterations, fraction, 1)
+  rec = _record(program, compiled, chip, capacity, hp.iterations, fraction)
   run_seconds = rec.pop('predicted_seconds_per_image') * hp.batch_size / mesh.size
   rec.pop('images_per_hour')
   rec.update(
     per_chip_batch=hp.batch_size // mesh.size,
-    flops_per_step_per_image=rec['flops_per_step_per_image'],
     predicted_seconds=run_seconds,
     note=f'one latent per image; predicted_seconds: the whole run of {hp.iterations} steps on all chips',
   )

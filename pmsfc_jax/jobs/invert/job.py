@@ -70,8 +70,6 @@ from pmsfc_jax.jobs.invert import results
 from pmsfc_jax.jobs.invert import summary as summary_lib
 from pmsfc_jax.jobs.invert import validate
 
-ConfigMismatchError = fingerprint.ConfigMismatchError
-
 
 def run(cfg: Any) -> dict:
   """Runs the batch inversion job of ``cfg`` (see the module docstring); returns the summary.
@@ -216,7 +214,8 @@ def _plan(
       todo_names = {it.name for it in todo}
       if any(n in todo_names for n in names):
         logging.info('resuming a batch of %d images from step %d', len(names), step)
-        rest = [it for it in todo if it.name not in set(names)]
+        resumed = set(names)
+        rest = [it for it in todo if it.name not in resumed]
         return [[by_name[n] for n in names]] + [rest[i : i + b] for i in range(0, len(rest), b)], (step, meta)
       job.ckpt.discard()  # its images are all recorded
   return [todo[i : i + b] for i in range(0, len(todo), b)], None
