@@ -190,6 +190,8 @@ def reproduce(arg: str | None = None) -> config.ReproduceConfig:
 
 
 ROW_NUMBERS = {row: str(i + 1) for i, row in enumerate(config.REPRODUCE_ROWS)}
+# Rows at mGANprior's / the paper's own iteration counts: on the first reproduce.slow_images faces.
+SLOW_ROWS = ('mganprior', 'pmsfc_paper', 'pmsfc_paper_full')
 ROW_TITLES = {
   'mganprior': 'mGANprior, its own settings (SGD lr 1, its per-task iterations, N = {n})',
   'pmsfc_paper': "PmSFC, the paper's setting (Adam lr 1e-4, Eq. 9 as written, K = {k}) at row 1's iterations",
@@ -226,7 +228,7 @@ def reproduce_row(cfg: config.ReproduceConfig, row: str, task: str) -> config.In
   )
   base = _replace(base, task=dict(name=task))
   codes = {'mganprior': cfg.compare.num_codes_mganprior, 'pmsfc': cfg.compare.num_codes_pmsfc}
-  if row in ('mganprior_fast', 'pmsfc_fast', 'pmsfc_fast_eq9'):
+  if row not in SLOW_ROWS:
     method = row.split('_')[0]
     out = _replace(base, method=dict(name=method, num_codes=codes[method], init='normal'))
     if task == 'inpaint':

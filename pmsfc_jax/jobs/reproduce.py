@@ -52,7 +52,6 @@ PAIRS = (
   ('pmsfc_fast', 'pmsfc_fast_eq9'),
   ('mganprior', 'pmsfc_paper_full'),
 )
-SLOW_ROWS = ('mganprior', 'pmsfc_paper', 'pmsfc_paper_full')  # on the first reproduce.slow_images faces
 LABELS = {'psnr': 'PSNR (dB) ↑', 'ssim': 'SSIM ↑', 'lpips_vgg': 'LPIPS-VGG ↓', 'lpips_alex': 'LPIPS-Alex ↓'}
 LABELS['auc'] = 'AuC (%) ↑'
 TITLES = {
@@ -145,7 +144,7 @@ def run(cfg: Any) -> dict:
     results[task] = {}
     for row in cfg.reproduce.rows:
       rcfg = presets.reproduce_row(cfg, row, task)
-      n = slow if row in SLOW_ROWS else len(names)
+      n = slow if row in presets.SLOW_ROWS else len(names)
       ident = {**identity(rcfg), 'images': names[:n]}
       path = out / 'rows' / f'{task}.{row}'  # + .json / .npy
       same = [r for r, v in results[task].items() if _comparable(v['identity']) == _comparable(ident)]
