@@ -13,6 +13,7 @@ network. Debian's package: ``apt-get install -y chromium`` (``.ci/run`` installs
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -62,21 +63,29 @@ class Browser:
     self._dir = tempfile.TemporaryDirectory(prefix='pmsfc-chromium-')
     to_child, self._write = os.pipe()
     self._read, from_child = os.pipe()
-
-    def fds():  # the protocol's fixed descriptors: the browser reads 3, writes 4
-      os.dup2(to_child, 3)
-      os.dup2(from_child, 4)
-
+    # The protocol's fixed descriptors (the browser reads 3, writes 4), set by the shell that execs it
+    # (bash: dash refuses descriptors above 9); no preexec_fn, so no Python-level fork in a process that
+    # runs JAX's threads. The pipe ends are duplicated above 9 so the redirections cannot clobber them.
+    low = (to_child, from_child)
+    to_child, from_child = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in low)
     self.proc = subprocess.Popen(
-      [exe, *FLAGS, f'--user-data-dir={self._dir.name}', 'about:blank'],
+      [
+        'bash',
+        '-c',
+        f'exec "$@" 3<&{to_child} 4>&{from_child}',
+        'bash',
+        exe,
+        *FLAGS,
+        f'--user-data-dir={self._dir.name}',
+        'about:blank',
+      ],
       stdin=subprocess.DEVNULL,
       stdout=subprocess.DEVNULL,
       stderr=subprocess.DEVNULL,
-      pass_fds=(3, 4),
-      preexec_fn=fds,
+      pass_fds=(to_child, from_child),
     )
-    os.close(to_child)
-    os.close(from_child)
+    for fd in (to_child, from_child, *low):
+      os.close(fd)
     return self
 
   def __exit__(self, *exc) -> None:
