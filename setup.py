@@ -43,5 +43,9 @@ setup(
     # Ahead-of-time compilation for TPU topologies without a TPU (launch.plan, tests/test_plan.py): libtpu.
     'tpu': ['jax[tpu]>=0.10,<0.13'],
     'lint': ['ruff==0.17.6'],  # formatter + linter, configured in pyproject.toml
+    # Face alignment (launch.align, --config.task.align=face; docs/alignment.md): dlib's prebuilt wheels
+    # (Boost licence; `pip install dlib` builds the same module from source) and dlib's CC0 5-point
+    # landmark model inside face-recognition-models.
+    'align': ['dlib-bin>=20', 'face-recognition-models==0.3.0'],
   },
 )

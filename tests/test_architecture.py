@@ -24,6 +24,7 @@ LAZY_IMPORTS = {
   ('pmsfc_jax/jobs/plots.py', 'matplotlib'),
   ('pmsfc_jax/jobs/plots.py', 'matplotlib.pyplot'),
   ('weights_conversion/mganprior_pth.py', 'torch'),
+  ('pmsfc_jax/io/faces.py', 'dlib'),  # the optional `align` extra
 }
 LAUNCH_MAY_IMPORT = {
   'pmsfc_jax',

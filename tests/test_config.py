@@ -248,12 +248,13 @@ def test_result_settings_follow_from_the_sections():
   r = config.result_settings(c)
   assert set(r) == {'model', 'method', 'optim', 'loss', 'task', 'seed'}  # not 'job'
   assert r['model'] == {'layer': 3, 'compute_dtype': 'float32'}  # files: contents count
-  assert set(r['task']) == {'name', 'crop'}  # unused by colorize
+  assert set(r['task']) == {'name', 'crop', 'align'}  # unused by colorize; align_template unused unaligned
   assert set(config.result_settings(presets.invert('super_resolve'))['task']) == {
     'name',
     'factor',
     'downsample',
     'crop',
+    'align',
   }
   other_job = dataclasses.replace(c, job=dataclasses.replace(c.job, batch_size=1, output_dir='elsewhere'))
   assert config.result_settings(other_job) == r

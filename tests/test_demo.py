@@ -61,11 +61,16 @@ def test_demo_on_user_images_writes_grid_and_table(tiny_assets, tmp_path, shared
     for method in ('mganprior', 'pmsfc'):
       assert np.isfinite(row[f'{method} psnr']) and -1 <= row[f'{method} ssim'] <= 1
   grid = np.asarray(Image.open(tmp_path / 'out' / 'demo_grid.png'))
-  scale = 128 // 16
-  assert grid.shape == ((2 * 18 - 2) * scale, (3 * 18 - 2) * scale, 3)
+  scale, side, line, pad = 128 // 16, 128, 20, 4  # plots.titled_grid: cells >= 128 px, 14 px text
+  assert grid.shape == (line + 2 * (side + line + pad) + pad, 3 * (side + pad) + pad, 3)
   # First column: the targets as decoded by the project's image pipeline.
   target0 = imageio.to_uint8(imageio.load_image(faces[0], 16))
-  np.testing.assert_array_equal(grid[: 16 * scale : scale, : 16 * scale : scale], target0)
+  np.testing.assert_array_equal(grid[line : line + side : scale, pad : pad + side : scale], target0)
+  # A title above every column; a PSNR label under each result, none under the targets.
+  col = lambda c: slice(pad + c * (side + pad), pad + c * (side + pad) + side)
+  assert all(grid[:line, col(c)].min() < 100 for c in range(3))
+  labels = [grid[line + side : 2 * line + side, col(c)].min() for c in range(3)]
+  assert labels[0] == 255 and max(labels[1:]) < 100, labels
   table = (tmp_path / 'out' / 'metrics.md').read_text()
   assert '| image | mganprior psnr | mganprior ssim | pmsfc psnr | pmsfc ssim |' in table
 

@@ -154,9 +154,12 @@ def test_overwrite_config_removes_the_old_results_even_after_a_kill(assets, tmp_
     'img000.png',
     'img001.npz',
     'img001.png',
+    'inputs',
     'manifest.jsonl',
+    'report.html',
     'summary.json',
   ]
+  assert sorted(p.name for p in (out / 'inputs').iterdir()) == ['img000.png', 'img001.png']
   assert [r['name'] for r in manifest(out)] == ['img000.png', 'img001.png']
 
 

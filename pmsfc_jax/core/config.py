@@ -40,6 +40,8 @@ TASKS = ('reconstruct', 'colorize', 'super_resolve', 'inpaint')
 DOWNSAMPLE_METHODS = ('bilinear', 'area')
 CROPS = ('center', 'pad')
 PIXEL_MEANS = ('known', 'all')
+ALIGNS = ('none', 'face')
+ALIGN_TEMPLATES = ('auto', 'celebahq', 'celeba')  # io/alignment.py; auto: celeba for 'demo', else celebahq
 REPRODUCE_ROWS = (
   'mganprior',
   'pmsfc_paper',
@@ -160,19 +162,32 @@ class Task:
   mask: str = _file()  # inpaint: mask PNG (white = hole, mGANprior convention)
   mask_threshold: float | None = 0.5  # hole if mask value > threshold; None keeps the soft mask
   crop: str = 'center'  # non-square inputs: 'center' crop | 'pad' with white
+  align: str = 'none'  # 'face': detect, landmark and align each face photo first (io/faces.py)
+  align_template: str = 'auto'  # 'celebahq' (CelebA-HQ / FFHQ square) | 'celeba' (img_align_celeba) | auto
 
   def __post_init__(self):
     check(self.name in TASKS, f'unknown task {self.name!r}; expected one of {", ".join(TASKS)}')
     _one_of(self.downsample, DOWNSAMPLE_METHODS, 'task.downsample')
     _one_of(self.crop, CROPS, 'task.crop')
+    _one_of(self.align, ALIGNS, 'task.align')
+    _one_of(self.align_template, ALIGN_TEMPLATES, 'task.align_template')
     if self.name == 'super_resolve':
       check(self.factor >= 1, f'config.task.factor must be >= 1, got {self.factor}')
 
   def unused(self) -> tuple[str, ...]:
     """Settings this task does not read (left out of the fingerprint)."""
-    return (() if self.name == 'super_resolve' else ('factor', 'downsample')) + (
-      () if self.name == 'inpaint' else ('mask_threshold',)
+    return (
+      (() if self.name == 'super_resolve' else ('factor', 'downsample'))
+      + (() if self.name == 'inpaint' else ('mask_threshold',))
+      + (('crop',) if self.align == 'face' else ('align_template',))
     )
+
+
+def align_template(cfg: Any) -> str:
+  """``task.align_template`` with ``auto`` resolved: the shipped ``demo`` generator was trained on aligned
+  CelebA crops (``celeba``); the official CelebA-HQ PGGAN on the CelebA-HQ square (``celebahq``)."""
+  t = cfg.task.align_template
+  return t if t != 'auto' else ('celeba' if cfg.model.generator == 'demo' else 'celebahq')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +259,7 @@ class InvertConfig:
     'mask': 'task.mask',
     'mask_threshold': 'task.mask_threshold',
     'crop': 'task.crop',
+    'align': 'task.align',
     **{k: f'job.{k}' for k in _JOB_KEYS},
     'force': 'job.overwrite_config',
     'num_subspaces': Removed('R is fixed by the subspace masks of model.subspaces'),

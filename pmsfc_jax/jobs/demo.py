@@ -7,7 +7,7 @@
 * faces the demo generator itself produces from fixed seeds (in-domain targets),
 
 with both methods at equal iterations, and writes ``OUT/demo_grid.png`` (one row per image:
-target | mGANprior | PmSFC), ``OUT/metrics.md`` / ``OUT/metrics.json`` (PSNR, SSIM, LPIPS-VGG and
+target | mGANprior | PmSFC, titled, each result's PSNR under it), ``OUT/metrics.md`` / ``OUT/metrics.json`` (PSNR, SSIM, LPIPS-VGG and
 LPIPS-AlexNet per image and the mean) and prints the table. ``--images=DIR_OR_GLOB`` runs the same on the
 user's own faces.
 
@@ -41,9 +41,11 @@ from pmsfc_jax.io import pretrained
 from pmsfc_jax.io import subspaces as subspaces_lib
 from pmsfc_jax.io import tables
 from pmsfc_jax.jobs import compare
+from pmsfc_jax.jobs import plots
 
 # Face box of skimage's astronaut (512x512): rows, cols. Framed like the centre-cropped CelebA faces.
 ASTRONAUT_FACE_BOX = (30, 200, 155, 325)
+METHOD_TITLES = {'mganprior': 'mGANprior', 'pmsfc': 'PmSFC'}
 
 
 def astronaut_face(size: int) -> np.ndarray:
@@ -121,13 +123,11 @@ def run(cfg: Any) -> dict:
   )
   columns = ['image'] + [f'{m} {k}' for m in methods for k in per_method[methods[0]]]
   table = tables.markdown(columns, [[r.get(c, '') for c in columns] for r in rows]) + '\n'
-  # Grid: target | mGANprior | PmSFC, one row per image, upscaled for viewing.
+  # Grid: target | mGANprior | PmSFC, one row per image, titled, each result's PSNR under it.
   panels = [targets] + [np.clip(runs[m].delivered, -1, 1) for m in methods]
-  grid = np.stack(panels, axis=1).reshape(-1, *targets.shape[1:])
-  grid = images_lib.make_grid(grid, ncols=len(panels))
-  scale = max(1, 128 // gen.config.resolution)
-  grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
-  images_lib.save_image(out / 'demo_grid.png', grid)
+  labels = [[]] + [[f'PSNR {v:.2f} dB' for v in per_method[m]['psnr']] for m in methods]
+  titles = ['target'] + [METHOD_TITLES.get(m, m) for m in methods]
+  images_lib.save_image(out / 'demo_grid.png', plots.titled_grid(panels, titles, labels))
   summary = {
     'images': names,
     'iterations': cfg.optim.iterations,

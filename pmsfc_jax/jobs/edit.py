@@ -4,7 +4,8 @@ Reads two ``<stem>.npz`` results of the batch inversion (``launch.invert``: code
 masks, config), composes each one's layer-l features, gives the first the channels of subspace r of the
 second (``core/editing.py: exchange_subspace``) and decodes with G2. Subspace r = 0 is the largest; with
 the shipped ``celebahq`` subspaces a subspace is a group of channels of the first 8x8 layer, whose meaning
-is learnt, not labelled (see each subspace's exchange grid with ``launch.discover``).
+is learnt, not labelled (see each subspace's exchange grid with ``launch.discover``). With
+``paste_back`` the edited face is pasted back into the photo the result was aligned from (``paste.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pmsfc_jax.io import checkpoints
 from pmsfc_jax.io import files
 from pmsfc_jax.io import images
 from pmsfc_jax.io import subspaces as subspaces_lib
+from pmsfc_jax.jobs import paste
 
 
 class Inverted(NamedTuple):
@@ -55,13 +57,27 @@ def _load(flag: str, path: str) -> Inverted:
 
 
 def run(
-  generator: str, inverted: str, donor: str, subspace: int, output: str, subspaces: str | None = None
+  generator: str,
+  inverted: str,
+  donor: str,
+  subspace: int,
+  output: str,
+  subspaces: str | None = None,
+  paste_back: bool = False,
 ) -> np.ndarray:
   """Writes ``output`` (PNG): ``inverted`` with subspace ``subspace`` taken from ``donor``; returns it.
 
   The masks are those recorded in the results (both must agree), or ``subspaces`` (a subspace folder or
-  shipped name: needed for mGANprior results, which record none).
+  shipped name: needed for mGANprior results, which record none). ``paste_back``: ``output`` is the
+  photo ``inverted`` was aligned from with the edited face pasted in (``paste.py``; the result must have
+  been inverted with ``--config.task.align=face``).
   """
+  record = None
+  if paste_back:
+    try:
+      record = paste.load_record(inverted)
+    except ValueError as e:
+      raise config.ConfigError(f'--paste_back: {e}') from None
   gen = checkpoints.load_generator(generator)
   a, b = _load('inverted', inverted), _load('donor', donor)
   for what, x, y in (
@@ -81,6 +97,13 @@ def run(
     raise config.ConfigError(f'--subspace must be in [0, {masks.shape[0]}), got {subspace}')
   result = Inverted(jnp.stack([a.codes, b.codes]), jnp.stack([a.weights, b.weights]), masks, a.cfg)
   out = np.asarray(editing.exchange_subspace(gen, result, masks, a.cfg, subspace, pairs=[[0, 1]]))[0]
-  images.save_image(output, np.clip(out, -1, 1))
+  out = np.clip(out, -1, 1)
+  if record is not None:
+    try:
+      images.save_image(output, images.to_float(paste.paste_into_photo(record, out)))
+    except (OSError, ValueError) as e:
+      raise config.ConfigError(f'--paste_back: {e}') from None
+  else:
+    images.save_image(output, out)
   logging.info('wrote %s: %s with subspace %d of %s', output, inverted, subspace, donor)
   return out

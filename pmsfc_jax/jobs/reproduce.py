@@ -19,7 +19,8 @@ Resumable: each (task, row) is written to ``OUT/rows/<task>.<row>.json`` (+ ``.n
 images) when it finishes and reused by a later run with the same settings and faces; a row whose
 settings equal an earlier row's (row 5 on reconstruction is row 4) reuses that row's result. Writes
 ``OUT/reproduction.md`` (the README's table), ``OUT/reproduction.json`` (per-image values) and
-``OUT/<task>_grid.png`` (first faces: input | target | one column per row).
+``OUT/<task>_grid.png`` (first faces: input | target | one column per row, titled, each result's PSNR
+against the face under it).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pmsfc_jax.io import masks
 from pmsfc_jax.io import tables
 from pmsfc_jax.jobs import compare
 from pmsfc_jax.jobs import demo
+from pmsfc_jax.jobs import plots
 from pmsfc_jax.jobs.invert import fingerprint
 
 PAIRS = (
@@ -54,6 +56,14 @@ PAIRS = (
 )
 LABELS = {'psnr': 'PSNR (dB) ↑', 'ssim': 'SSIM ↑', 'lpips_vgg': 'LPIPS-VGG ↓', 'lpips_alex': 'LPIPS-Alex ↓'}
 LABELS['auc'] = 'AuC (%) ↑'
+GRID_TITLES = {  # the grids' column titles (the table's row numbers before them)
+  'mganprior': 'mGANprior',
+  'pmsfc_paper': 'PmSFC paper',
+  'mganprior_fast': 'mGANprior fast',
+  'pmsfc_fast': 'PmSFC fast',
+  'pmsfc_fast_eq9': 'PmSFC Eq. 9',
+  'pmsfc_paper_full': 'PmSFC 7000',
+}
 TITLES = {
   'reconstruct': 'reconstruction',
   'colorize': 'colorization',
@@ -205,8 +215,11 @@ def _write_grid(out: epath.Path, cfg: config.ReproduceConfig, task: str, faces, 
   if task == 'super_resolve':
     inputs = np.repeat(np.repeat(inputs, size // inputs.shape[1], 1), size // inputs.shape[2], 2)
   panels = [inputs, faces[:n]] + [np.clip(r[:n], -1, 1) for r in rows]
-  grid = images.make_grid(np.stack(panels, 1).reshape(-1, size, size, 3), ncols=len(panels))
-  images.save_image(out / f'{task}_grid.png', np.repeat(np.repeat(grid, 2, 0), 2, 1))
+  titles = ['input', 'target'] + [f'{presets.ROW_NUMBERS[r]} {GRID_TITLES[r]}' for r in by_row]
+  labels = [[], []] + [[f'PSNR {v:.2f} dB' for v in r['metrics']['psnr'][:n]] for r in by_row.values()]
+  images.save_image(
+    out / f'{task}_grid.png', plots.titled_grid(panels, titles, labels, cell=96, font_size=12)
+  )
 
 
 def _mean_sd(values) -> str:

@@ -40,6 +40,7 @@ class Job:
   redo: set = dataclasses.field(default_factory=set)  # names recorded ok whose result files are missing
   report: Optional[progress.Progress] = None
   stats: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  alignments: dict = dataclasses.field(default_factory=dict)  # name -> alignment record (task.align=face)
 
 
 # SIGTERM received: state saved, exit 143 to be resumed later (the batch job catches it to write its summary).

@@ -21,6 +21,7 @@ from etils import epath
 
 from pmsfc_jax.core import config
 from pmsfc_jax.core import schema
+from pmsfc_jax.io import faces
 from pmsfc_jax.io import files
 
 CONFIG_RECORD = 'config.json'
@@ -30,6 +31,7 @@ LATER_SETTINGS = {
   ('model', 'compute_dtype'): 'float32',
   ('loss', 'pixel_mean'): 'known',
   ('loss', 'degraded_perceptual'): True,
+  ('task', 'align'): 'none',
 }
 
 
@@ -61,6 +63,9 @@ def payload(cfg: config.InvertConfig, gen, masks: Optional[np.ndarray], known: O
   leaves = sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0]))
   settings = without_later_settings(config.result_settings(cfg))
   extra = {}
+  if cfg.task.align == 'face':  # the resolved template and the landmark model shape every input
+    settings['task']['align_template'] = config.align_template(cfg)
+    extra['landmark_model_sha256'] = faces.model_digest()
   if known is not None and not np.isin(np.asarray(known), (0, 1)).all():
     # Soft masks weight pixels by k^2 since issue #13 (k^3 before): older soft-mask folders are refused.
     extra['soft_mask_weighting'] = 'k^2'

@@ -52,7 +52,6 @@ from pmsfc_jax.core import config
 from pmsfc_jax.core import inversion
 from pmsfc_jax.core import loops
 from pmsfc_jax.core import mesh
-from pmsfc_jax.io import images
 from pmsfc_jax.io import listing
 from pmsfc_jax.io import locks
 from pmsfc_jax.io import progress
@@ -223,9 +222,7 @@ def _plan(
 
 def _loop(job: context.Job, groups: list[list[listing.InputItem]], resume: Optional[tuple]) -> None:
   c = job.cfg
-  load = lambda it: images.load_image(
-    it.path, size=job.input_size, crop=c.task.crop, max_bytes=c.job.max_input_bytes
-  )
+  load = prefetch.loader(job)
   n_done = 0
   stop = lambda: job.preempt.requested
   for gi, (group, decoded) in enumerate(

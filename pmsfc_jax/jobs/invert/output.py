@@ -9,7 +9,8 @@ Order (nothing is written before the configuration and paths are validated, ``jo
    folder (and the parents it created) is removed again.
 2. The leftovers of killed runs are removed (temporary result files, half-deleted checkpoint folders).
 3. The configuration fingerprint is checked (``fingerprint.py``). With ``--overwrite_config`` the previous
-   configuration's results go first: the PNG / NPZ of every image in the old manifests, the summary, the
+   configuration's results go first: the PNG / NPZ / input thumbnail of every image in the old
+   manifests, the summary and report, the
    batch checkpoints, then the manifests, and only then the new ``config.json`` is recorded; a kill in the
    middle leaves the old record, so the next run redoes the clean-up.
 4. A manifest line saying ``ok`` whose PNG or NPZ is missing on disk is forgotten: the image is redone.
@@ -30,6 +31,8 @@ from pmsfc_jax.io import locks
 from pmsfc_jax.jobs.invert import batch_state
 from pmsfc_jax.jobs.invert import fingerprint
 from pmsfc_jax.jobs.invert import manifest
+from pmsfc_jax.jobs.invert import report
+from pmsfc_jax.jobs.invert import results
 from pmsfc_jax.jobs.invert import summary as summary_lib
 
 RESULT_SUFFIXES = ('.png', '.npz')
@@ -51,7 +54,7 @@ def _missing_ancestors(path: epath.Path) -> list[epath.Path]:
 
 def clean_stale(out: epath.Path) -> None:
   """Removes leftovers of killed runs: temporary result files and half-deleted checkpoint folders."""
-  for p in out.glob('.*'):
+  for p in [*out.glob('.*'), *(out / results.INPUTS).glob('.*')]:
     if files.TMP_MARKER in p.name and not p.is_dir():
       p.unlink()
   for root in (out, out / batch_state.CHECKPOINTS):
@@ -69,11 +72,14 @@ def remove_old_results(out: epath.Path) -> None:
     for rec in manifest.read_jsonl(p)[0]:
       stem = rec.get('stem')
       if isinstance(stem, str) and _STEM.fullmatch(stem):
-        for suffix in RESULT_SUFFIXES:
-          if (out / f'{stem}{suffix}').is_file():
-            (out / f'{stem}{suffix}').unlink()
-  if (out / summary_lib.SUMMARY).exists():
-    (out / summary_lib.SUMMARY).unlink()
+        for path in [out / f'{stem}{suffix}' for suffix in RESULT_SUFFIXES] + [
+          out / results.INPUTS / f'{stem}.png'
+        ]:
+          if path.is_file():
+            path.unlink()
+  for name in (summary_lib.SUMMARY, report.REPORT):
+    if (out / name).exists():
+      (out / name).unlink()
   files.remove_tree(out / batch_state.CHECKPOINTS)
   for p in paths:
     p.unlink()

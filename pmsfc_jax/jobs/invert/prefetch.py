@@ -1,4 +1,5 @@
-"""Background decoding: the images of the next batches decode while the current batch optimises."""
+"""Background decoding: the images of the next batches decode (and, with ``task.align='face'``, are
+aligned) while the current batch optimises."""
 
 from __future__ import annotations
 
@@ -8,9 +9,31 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from pmsfc_jax.core import config
+from pmsfc_jax.io import faces
 from pmsfc_jax.io import images
 from pmsfc_jax.io import listing
 from pmsfc_jax.jobs import preemption
+from pmsfc_jax.jobs.invert import context
+
+
+def loader(job: context.Job) -> Callable[[listing.InputItem], np.ndarray]:
+  """The job's decoding step: ``images.load_image`` (crop / pad, resize), or with ``task.align='face'``
+  ``faces.load_aligned`` (its record kept in ``job.alignments`` for ``results.py``; no face found is the
+  image's error)."""
+  c = job.cfg
+  if c.task.align == 'none':
+    return lambda it: images.load_image(
+      it.path, size=job.input_size, crop=c.task.crop, max_bytes=c.job.max_input_bytes
+    )
+  template = config.align_template(c)
+
+  def load(it: listing.InputItem) -> np.ndarray:
+    arr, rec = faces.load_aligned(it.path, job.input_size, template, c.job.max_input_bytes)
+    job.alignments[it.name] = rec
+    return arr
+
+  return load
 
 
 class Prefetcher:

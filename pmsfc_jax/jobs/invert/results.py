@@ -1,5 +1,6 @@
-"""Per-image results of a finished batch: metrics against the target, ``OUT/<stem>.png`` / ``.npz``, and
-the image's manifest line (written last: the commit).
+"""Per-image results of a finished batch: metrics against the target, ``OUT/<stem>.png`` / ``.npz`` (with
+``task.align='face'`` its ``alignment`` record, for ``launch.paste``), ``OUT/inputs/<stem>.png`` (the input
+as inverted) and the image's manifest line (written last: the commit).
 
 Metrics compare the delivered image with the input at the input's resolution (super_resolve: the result
 downsampled by the task's P against the low-resolution input). The manifest stays strict JSON: PSNR of
@@ -27,6 +28,8 @@ from pmsfc_jax.io import images
 from pmsfc_jax.io import listing
 from pmsfc_jax.jobs.invert import context
 
+INPUTS = 'inputs'  # OUT/inputs/<stem>.png: each input as inverted (decoded, aligned, resized)
+
 
 def host_results(job: context.Job, result, targets) -> dict:
   """Device results -> numpy, plus per-image metrics against the target (documented in docs/)."""
@@ -46,6 +49,7 @@ def host_results(job: context.Job, result, targets) -> dict:
     'psnr': metrics.psnr(a, b),
     'ssim': metrics.ssim(a, b),
     'finite': jnp.all(jnp.isfinite(delivered), axis=(1, 2, 3)),
+    'target': targets,
   }
   if job.cfg.job.lpips:
     try:
@@ -61,10 +65,14 @@ def write_image(job: context.Job, it: listing.InputItem, j: int, host: dict, sec
     record(job, it, status='error', error=f'{it.path}: inversion produced non-finite values', seconds=seconds)
     return
   files.atomic_write_bytes(job.out / f'{it.stem}.png', images.encode_png(host['delivered'][j]))
+  # The input as the job inverted it (decoded, aligned, resized): the report's thumbnail.
+  files.atomic_write_bytes(job.out / INPUTS / f'{it.stem}.png', images.encode_png(host['target'][j]))
   hist = host['loss_history'][j]
+  aligned = job.alignments.get(it.name)
   buf = io.BytesIO()
   np.savez(
     buf,
+    **({} if aligned is None else {'alignment': np.array(json.dumps(aligned, sort_keys=True))}),
     codes=host['codes'][j],
     weights=host['weights'][j],
     masks=np.zeros((0, 0), bool) if job.masks is None else np.asarray(job.masks),
@@ -80,7 +88,10 @@ def write_image(job: context.Job, it: listing.InputItem, j: int, host: dict, sec
     'psnr': evaluate.to_json(host['psnr'][j]),
     'ssim': evaluate.to_json(host['ssim'][j]),
     'loss': float(finite[-1]) if finite.size else None,
+    'steps': int(host['step'][j]),
   }
+  if aligned is not None:
+    extra['faces'] = aligned['faces']
   if 'lpips' in host:
     extra['lpips'] = evaluate.to_json(host['lpips'][j])
   record(job, it, status='ok', error=None, seconds=seconds, **extra)

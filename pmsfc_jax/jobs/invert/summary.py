@@ -1,5 +1,6 @@
-"""The end of a batch-job run: all manifests merged (multi-process), ``OUT/summary.json`` and the printed
-table (failed images first).
+"""The end of a batch-job run: all manifests merged (multi-process), ``OUT/summary.json``, the printed
+table (failed images first) and ``OUT/report.html`` (``report.py``; :func:`rebuild_report` for
+``launch.report``).
 
 Means follow ``evaluation/evaluate.py``'s rule: the mean of the finite values, with the count of infinite
 ones beside it (``psnr_infinite``: images reproduced exactly, PSNR +inf); ``"inf"`` when all are.
@@ -7,17 +8,20 @@ ones beside it (``psnr_infinite``: images reproduced exactly, PSNR +inf); ``"inf
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Optional, Sequence
 
 from etils import epath
 
+from pmsfc_jax.core import config
 from pmsfc_jax.core import mesh
 from pmsfc_jax.evaluation import evaluate
 from pmsfc_jax.io import files
 from pmsfc_jax.io import listing
 from pmsfc_jax.jobs.invert import context
 from pmsfc_jax.jobs.invert import manifest
+from pmsfc_jax.jobs.invert import report
 
 SUMMARY = 'summary.json'
 
@@ -29,13 +33,9 @@ def write_summary(
   job: Optional[context.Job] = None,
   preempted: bool = False,
 ) -> dict:
-  """Merges all manifests into ``manifest.jsonl`` (multi-process) and writes ``summary.json``."""
-  merged: dict[str, dict] = {}
-  for p in sorted(out.glob('manifest*.jsonl')):
-    for r in manifest.read_jsonl(p)[0]:
-      old = merged.get(r['name'])
-      if old is None or (old.get('status') != 'ok' and r.get('status') == 'ok'):  # a retried success wins
-        merged[r['name']] = r
+  """Merges all manifests into ``manifest.jsonl`` (multi-process), writes ``summary.json`` and
+  ``report.html`` (``report.py``)."""
+  merged = merged_records(out)
   if job is not None and job.process_count > 1:
     files.atomic_write_bytes(out / manifest.MANIFEST, manifest.jsonl(merged[k] for k in sorted(merged)))
   listed = {it.name for it in items}
@@ -69,7 +69,38 @@ def write_summary(
     ],
   }
   files.write_json(out / SUMMARY, summary)
+  report.write(out, [merged[k] for k in sorted(merged)], summary)
   return summary
+
+
+def merged_records(out: epath.Path) -> dict[str, dict]:
+  """name -> record over every manifest file of ``out`` (a retried success wins over an error)."""
+  merged: dict[str, dict] = {}
+  for p in sorted(out.glob('manifest*.jsonl')):
+    for r in manifest.read_jsonl(p)[0]:
+      old = merged.get(r['name'])
+      if old is None or (old.get('status') != 'ok' and r.get('status') == 'ok'):
+        merged[r['name']] = r
+  return merged
+
+
+def rebuild_report(out_dir: str | os.PathLike) -> epath.Path:
+  """``launch.report``: rewrites ``OUT/report.html`` from the manifests and ``summary.json`` on disk.
+
+  Raises ``config.ConfigError`` naming ``--output_dir`` when it holds no batch-job manifest."""
+  out = epath.Path(out_dir)
+  merged = merged_records(out) if out.is_dir() else {}
+  if not merged and not (out.is_dir() and any(out.glob('manifest*.jsonl'))):
+    raise config.ConfigError(f'--output_dir={out_dir}: no manifest.jsonl of a launch.invert job in it')
+  summary = None
+  if (out / SUMMARY).exists():
+    try:
+      summary = json.loads((out / SUMMARY).read_text())
+    except ValueError:  # a torn summary: the counts come from the manifest alone
+      summary = None
+  return report.write(
+    out, [merged[k] for k in sorted(merged)], summary if isinstance(summary, dict) else None
+  )
 
 
 def format_summary(out_dir: str | os.PathLike, summary: dict, max_rows: int = 30) -> str:

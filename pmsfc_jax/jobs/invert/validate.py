@@ -12,6 +12,7 @@ from pmsfc_jax.core import config
 from pmsfc_jax.core import inversion
 from pmsfc_jax.core import mesh
 from pmsfc_jax.io import checkpoints
+from pmsfc_jax.io import faces
 from pmsfc_jax.io import listing
 from pmsfc_jax.io import masks as masks_lib
 from pmsfc_jax.io import pretrained
@@ -67,6 +68,8 @@ def validate(cfg: config.InvertConfig) -> dict:
   models and masks, the devices and the input listing (``ConfigError`` naming the flag)."""
   j = cfg.job
   _setting('--output_dir', j.output_dir, listing.check_output_dir, j.images, j.output_dir)
+  if cfg.task.align == 'face' and faces.missing():
+    raise config.ConfigError(f'--config.task.align=face: {faces.missing()}')
   gen = _setting('--generator', cfg.model.generator, checkpoints.load_generator, cfg.model.generator)
   size = _setting('--factor', cfg.task.factor, inversion.input_size, gen, cfg)
   masks = _setting('--subspaces', cfg.model.subspaces, _subspace_masks, cfg, gen)
