@@ -40,6 +40,7 @@ TASKS = ('reconstruct', 'colorize', 'super_resolve', 'inpaint')
 DOWNSAMPLE_METHODS = ('bilinear', 'area')
 CROPS = ('center', 'pad')
 PIXEL_MEANS = ('known', 'all')
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
 REPRODUCE_ROWS = (
   'mganprior',
   'pmsfc_paper',
@@ -100,11 +101,24 @@ class Optim:
   eps: float = 1e-8
   momentum: float = 0.0  # SGD momentum (mGANprior: none)
   iterations: int = 7000
+  # Learning-rate schedule over ``iterations`` (core/optimizers.py, optax's): 'constant' (the paper's and
+  # mGANprior's), 'cosine' (lr -> 0), 'warmup_cosine' (linear 0 -> lr over warmup_fraction * iterations).
+  schedule: str = 'constant'
+  warmup_fraction: float = 0.05  # warmup_cosine only
 
   def __post_init__(self):
     _one_of(self.optimizer, ('adam', 'sgd'), 'optim.optimizer')
+    _one_of(self.schedule, SCHEDULES, 'optim.schedule')
     schema.positive(self.lr, 'config.optim.lr (--lr)')
     check(self.iterations >= 1, f'config.optim.iterations (--iterations) must be >= 1, got {self.iterations}')
+    check(
+      0.0 <= self.warmup_fraction < 1.0,
+      f'config.optim.warmup_fraction must be in [0, 1), got {self.warmup_fraction}',
+    )
+
+  def unused(self) -> tuple[str, ...]:
+    """Settings this optimiser does not read (left out of the fingerprint)."""
+    return ('warmup_fraction',) * (self.schedule != 'warmup_cosine')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,7 +284,7 @@ def result_settings(cfg: Any) -> dict:
     out = {}
     for f in dataclasses.fields(obj):
       value = getattr(obj, f.name)
-      if f.name == 'job' or f.metadata.get('file') or (isinstance(obj, Task) and f.name in obj.unused()):
+      if f.name == 'job' or f.metadata.get('file') or f.name in getattr(obj, 'unused', tuple)():
         continue
       out[f.name] = keep(value) if dataclasses.is_dataclass(value) else value
     return out

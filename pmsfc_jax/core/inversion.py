@@ -37,6 +37,7 @@ from pmsfc_jax.core import config
 from pmsfc_jax.core import degradations
 from pmsfc_jax.core import loops
 from pmsfc_jax.core import objective
+from pmsfc_jax.core import optimizers
 from pmsfc_jax.models import pggan
 
 Array = jax.Array
@@ -48,14 +49,6 @@ StepCallback = Callable[[int, 'InversionState'], Optional[bool]]
 def parse(cfg: config.InvertConfigLike) -> config.InvertConfig:
   """The typed config of ``cfg`` (an InvertConfig, or a ConfigDict / dict, old spellings allowed)."""
   return config.parse(config.InvertConfig, cfg)
-
-
-def make_optimizer(cfg: config.InvertConfig) -> optax.GradientTransformation:
-  """Adam (paper) or plain SGD (mGANprior's ``GD``, optionally with momentum)."""
-  o = cfg.optim
-  if o.optimizer == 'adam':
-    return optax.adam(o.lr, b1=o.b1, b2=o.b2, eps=o.eps)
-  return optax.sgd(o.lr, momentum=o.momentum or None)
 
 
 @struct.dataclass
@@ -213,7 +206,7 @@ def _init_jit(
   def one(key):
     codes = composition.init_codes(jax.random.fold_in(key, 0), code_shape, cfg.method.init)
     params = {'codes': codes, 'weights': w0}
-    return params, make_optimizer(cfg).init(params)
+    return params, optimizers.make_optimizer(cfg).init(params)
 
   params, opt_state = jax.vmap(one)(keys)
   b = keys.shape[0]
@@ -290,7 +283,7 @@ def run_steps_impl(
 ) -> InversionState:
   """The traced body of :func:`run_steps`: ``num_steps`` steps on the objective target ``x`` (with its
   features ``tfeat``), one ``lax.scan`` (no loop for a single step; see ``loops.py``)."""
-  opt = make_optimizer(cfg)
+  opt = optimizers.make_optimizer(cfg)
 
   def one(params, opt_state, step, hist, target, target_features, kn):
     loss, grads = jax.value_and_grad(objective.objective)(
