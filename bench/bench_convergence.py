@@ -37,7 +37,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import time
 
 import numpy as np
 from absl import app
@@ -103,7 +102,9 @@ def phase1(task: str) -> dict[str, dict]:
     for lr in lrs:
       if method == 'pmsfc' or lr >= 1e-2:  # mGANprior's own optimiser is SGD; the paper's lr is PmSFC's
         spec = adam(method, lr)
-        specs.setdefault(f'{method}_adam_{_lr_name(lr)}', dict(spec, steps=_SHORT_STEPS.value) if lr <= 1e-3 else spec)
+        specs.setdefault(
+          f'{method}_adam_{_lr_name(lr)}', dict(spec, steps=_SHORT_STEPS.value) if lr <= 1e-3 else spec
+        )
   for lr in map(float, _SGD_LRS.value):
     spec = dict(method='mganprior', optimizer='sgd', lr=lr, steps=_SHORT_STEPS.value)
     specs.setdefault(f'mganprior_sgd_{_lr_name(lr)}', spec)
@@ -131,7 +132,9 @@ def phase2(task: str, results: dict) -> dict[str, dict]:
     if best is None:
       continue
     base = dict(results[best]['spec'])
-    swept = sorted(v['spec']['lr'] for k, v in results.items() if k.startswith(f'{method}_adam_') and k.count('_') == 2)
+    swept = sorted(
+      v['spec']['lr'] for k, v in results.items() if k.startswith(f'{method}_adam_') and k.count('_') == 2
+    )
     if base['lr'] in (swept[0], swept[-1]) and task == 'reconstruct':
       lr = base['lr'] * (3 if base['lr'] == swept[-1] else 1 / 3)
       specs[f'{method}_adam_{_lr_name(lr)}'] = dict(base, lr=lr)
@@ -139,7 +142,9 @@ def phase2(task: str, results: dict) -> dict[str, dict]:
       specs[f'{best}_cosine_{_ADAM_STEPS.value}'] = dict(base, schedule='cosine', steps=_ADAM_STEPS.value)
       specs[f'{best}_cosine_{_SHORT.value}'] = dict(base, schedule='cosine', steps=_SHORT.value)
       if method == 'pmsfc':
-        specs[f'{best}_warmup_cosine_{_ADAM_STEPS.value}'] = dict(base, schedule='warmup_cosine', steps=_ADAM_STEPS.value)
+        specs[f'{best}_warmup_cosine_{_ADAM_STEPS.value}'] = dict(
+          base, schedule='warmup_cosine', steps=_ADAM_STEPS.value
+        )
     if method == 'pmsfc':
       specs[f'{best}_random'] = dict(base, random_partition=True)
       if task == 'reconstruct':  # where its curve ends: the same optimisation, longer
@@ -152,7 +157,10 @@ def setting_config(cfg: config.ReproduceConfig, task: str, spec: dict) -> config
   row = 'mganprior' if spec['optimizer'] == 'sgd' else f'{spec["method"]}_fast'
   rcfg = presets.reproduce_row(cfg, row, task)
   optim = dict(
-    optimizer=spec['optimizer'], lr=spec['lr'], iterations=spec['steps'], schedule=spec.get('schedule', 'constant')
+    optimizer=spec['optimizer'],
+    lr=spec['lr'],
+    iterations=spec['steps'],
+    schedule=spec.get('schedule', 'constant'),
   )
   return dataclasses.replace(rcfg, optim=dataclasses.replace(rcfg.optim, **optim))
 
@@ -171,7 +179,10 @@ def run_setting(models, cfg, task, name, spec, faces, stems, keys, out: epath.Pa
   if spec.get('random_partition'):
     masks = clustering.masks_from_labels(clustering.random_partition(sub.labels, seed=0), len(sub.masks))
   # + the step counts of mGANprior's own scripts (presets.MGANPRIOR_ITERATIONS), for comparisons there.
-  at = sorted(set(convergence.log_steps(min(_FIRST_STEP.value, spec['steps']), spec['steps'])) | {s for s in OWN_STEPS if s <= spec['steps']})
+  at = sorted(
+    set(convergence.log_steps(min(_FIRST_STEP.value, spec['steps']), spec['steps']))
+    | {s for s in OWN_STEPS if s <= spec['steps']}
+  )
   sha = fingerprint.generator_sha256(gen)
   ident = {**reproduce.identity(rcfg, sha, gen.config.resolution, masks), 'faces': stems, 'steps': at}
   path = out / task / name
@@ -213,7 +224,9 @@ def _load(path: epath.Path, ident: dict) -> dict | None:
 
 
 def load_faces(cfg, size: int) -> tuple[list[str], np.ndarray]:
-  paths = [pathlib.Path(_FACES.value) / f'{i:06d}.jpg' for i in range(_FIRST.value, _FIRST.value + _NUM.value)]
+  paths = [
+    pathlib.Path(_FACES.value) / f'{i:06d}.jpg' for i in range(_FIRST.value, _FIRST.value + _NUM.value)
+  ]
   missing = [str(p) for p in paths if not p.is_file()]
   if missing:
     raise app.UsageError(f'--faces={_FACES.value}: missing {missing[0]} (and {len(missing) - 1} more)')
@@ -287,7 +300,9 @@ def _reach_table(task: str, res: dict) -> list[str]:
   if own is None:
     return []
   own_steps = presets.MGANPRIOR_ITERATIONS[task]
-  ref = _mean_at(own, 'psnr', own_steps) if own_steps in own['steps'] else _mean_at(own, 'psnr', own['steps'][-1])
+  ref = (
+    _mean_at(own, 'psnr', own_steps) if own_steps in own['steps'] else _mean_at(own, 'psnr', own['steps'][-1])
+  )
   body = []
   for method in ('pmsfc', 'mganprior'):
     cands = {

@@ -36,7 +36,11 @@ def _reference_lr(schedule: str, lr: float, t: int, total: int, warmup_fraction:
 @pytest.mark.parametrize('schedule', ['constant', 'cosine', 'warmup_cosine'])
 def test_schedule_learning_rates_equal_optax_and_the_formula(optimizer, schedule):
   cfg = configs.invert(
-    'pmsfc', optimizer=optimizer, lr=0.4, iterations=20, **{'optim.schedule': schedule, 'optim.warmup_fraction': 0.2}
+    'pmsfc',
+    optimizer=optimizer,
+    lr=0.4,
+    iterations=20,
+    **{'optim.schedule': schedule, 'optim.warmup_fraction': 0.2},
   )
   opt = optimizers.make_optimizer(cfg)
   params = {'x': jnp.zeros(())}
@@ -95,12 +99,19 @@ def test_recorder_equals_separate_evaluations(tiny_generator, method):
   c = 64
   masks = clustering.masks_from_labels(np.arange(c) % 3, 3)
   cfg = configs.invert(
-    f'{method},local', num_codes=2, iterations=7, perceptual_weight=0.0, lr=0.05, **{'optim.schedule': 'cosine'}
+    f'{method},local',
+    num_codes=2,
+    iterations=7,
+    perceptual_weight=0.0,
+    lr=0.05,
+    **{'optim.schedule': 'cosine'},
   )
   targets = np.asarray(jax.random.uniform(jax.random.key(2), (2, 32, 32, 3), minval=-1, maxval=1))
   keys = jax.random.split(jax.random.key(5), 2)
   m = None if method == 'mganprior' else masks
-  evaluate = lambda r: {'psnr': np.asarray(metrics.psnr(metrics.to_unit(targets), metrics.to_unit(r.delivered)))}
+  evaluate = lambda r: {
+    'psnr': np.asarray(metrics.psnr(metrics.to_unit(targets), metrics.to_unit(r.delivered)))
+  }
   rec = convergence.record(gen, None, targets, m, cfg, keys, [3, 1, 7], evaluate)
   assert rec['steps'] == [1, 3, 7] and rec['metrics']['psnr'].shape == (3, 2)
   for i, s in enumerate(rec['steps']):

@@ -209,6 +209,11 @@ class Job:
   lpips: bool = False  # also compute LPIPS against the target
   overwrite_config: bool = False  # redo everything when the output directory holds another config
   retry_failed: bool = False  # retry images whose manifest line is an error
+  # Early stop per image (core/early_stop.py; fingerprinted when on): stop when the best loss so far
+  # improved by less than stop_tolerance (relative) over the last stop_window steps; 0 = off. With it on,
+  # the job refills a stopped image's batch slot with the next image (jobs/invert/refill.py).
+  stop_tolerance: float = 0.0
+  stop_window: int = 100
   distributed: bool = False  # multi-host: jax.distributed.initialize()
   coordinator_address: str = ''  # host:port of process 0 (default: env / cluster auto-detection)
   num_processes: int = 0
@@ -220,6 +225,11 @@ class Job:
     check(
       min(self.chunk_size, self.steps_per_call, self.max_call_seconds) >= 0 and self.max_input_bytes >= 1,
       'config.job.chunk_size, steps_per_call and max_call_seconds must be >= 0, max_input_bytes >= 1',
+    )
+    check(
+      0 <= self.stop_tolerance < 1 and self.stop_window >= 1,
+      f'config.job.stop_tolerance must be in [0, 1) and stop_window >= 1, got {self.stop_tolerance}, '
+      f'{self.stop_window}',
     )
 
 

@@ -57,7 +57,9 @@ def record(
   cfg = inversion.parse(cfg)
   steps = sorted({int(s) for s in at_steps})
   if not steps or steps[0] < 1 or steps[-1] != cfg.optim.iterations:
-    raise ValueError(f'at_steps must lie in [1, optim.iterations={cfg.optim.iterations}] and end there: {steps}')
+    raise ValueError(
+      f'at_steps must lie in [1, optim.iterations={cfg.optim.iterations}] and end there: {steps}'
+    )
   state = inversion.init_state(gen, percep, targets, masks, cfg, keys, aux)
   sizer = loops.CallSizer(cfg.job.steps_per_call, cfg.job.max_call_seconds)
   values: dict[str, list[np.ndarray]] = {}
@@ -82,7 +84,9 @@ def record(
   }
 
 
-def steps_to_reach(steps: Sequence[int], curve: Sequence[float], target: float, higher_is_better: bool = True):
+def steps_to_reach(
+  steps: Sequence[int], curve: Sequence[float], target: float, higher_is_better: bool = True
+):
   """The first recorded step at which ``curve`` reaches ``target`` (None if it never does): an upper
   bound at the resolution of the step grid."""
   for s, v in zip(steps, curve):

@@ -71,6 +71,8 @@ def payload(cfg: config.InvertConfig, gen, masks: Optional[np.ndarray], known: O
   if known is not None and not np.isin(np.asarray(known), (0, 1)).all():
     # Soft masks weight pixels by k^2 since issue #13 (k^3 before): older soft-mask folders are refused.
     extra['soft_mask_weighting'] = 'k^2'
+  if cfg.job.stop_tolerance > 0:  # early stop changes results (core/early_stop.py); off: no key (old folders)
+    extra['early_stop'] = {'tolerance': cfg.job.stop_tolerance, 'window': cfg.job.stop_window}
   return json.loads(
     json.dumps(
       {

@@ -80,6 +80,7 @@ def write_image(job: context.Job, it: listing.InputItem, j: int, host: dict, sec
     'psnr': evaluate.to_json(host['psnr'][j]),
     'ssim': evaluate.to_json(host['ssim'][j]),
     'loss': float(finite[-1]) if finite.size else None,
+    'steps': int(host['step'][j]),  # optimisation steps taken (fewer than optim.iterations: early stop)
   }
   if 'lpips' in host:
     extra['lpips'] = evaluate.to_json(host['lpips'][j])
