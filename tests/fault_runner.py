@@ -5,8 +5,8 @@
 sends SIGKILL (or SIGNAL) to the process the n-th time the batch job reaches ``point``:
 
 * ``chunk``: after a ``run_steps`` call (a chunk of steps between checkpoints);
-* ``call``: after one jitted call inside ``run_steps`` (one step on the per-step path, a ``lax.scan``
-  of ``steps_per_call`` steps otherwise);
+* ``call``: after one jitted call inside ``run_steps`` or the refill loop (one step on the per-step
+  path, a ``lax.scan`` of ``steps_per_call`` steps otherwise);
 * ``checkpoint``: right after the batch state is saved;
 * ``write``: between a result file's (PNG / NPZ) temporary write and its rename;
 * ``manifest_torn``: after half of a manifest line is on disk;
@@ -94,6 +94,7 @@ def install(spec: str) -> None:
 
   inversion.run_steps = after(inversion.run_steps, 'chunk')
   inversion._run_steps_jit = after(inversion._run_steps_jit, 'call')
+  inversion.run_steps_jit = after(inversion.run_steps_jit, 'call')  # the refill loop's calls
   batch_state.BatchCheckpoint.save = after(batch_state.BatchCheckpoint.save, 'checkpoint')
   batch_state.BatchCheckpoint.discard = before(batch_state.BatchCheckpoint.discard, 'batch_done')
   files.replace = replace_result

@@ -170,7 +170,7 @@ def test_reproduce_wins_counts():
 def test_reproduce_rows_of_before_a_later_setting_are_reused(tmp_path, new, reused):
   """A row saved before ``model.compute_dtype`` existed counts as float32 (fingerprint.LATER_SETTINGS)."""
   rcfg = presets.reproduce_row(presets.reproduce('local'), 'pmsfc_fast', 'inpaint')
-  ident = {**reproduce.identity(rcfg), 'images': ['a', 'b']}
+  ident = {**reproduce.identity(rcfg, 'generator sha', 16, np.eye(2, dtype=bool)), 'images': ['a', 'b']}
   old = json.loads(json.dumps(ident))
   del old['settings']['model']['compute_dtype']
   if new is not None:

@@ -305,8 +305,8 @@ def test_train_pggan_sigterm_saves_the_step_and_exits_143(photo_folder, tmp_path
   def make_then_sigterm(*args):
     fn = make(*args)
 
-    def run(state, data):
-      out = fn(state, data)
+    def run(state, data, **kwargs):
+      out = fn(state, data, **kwargs)
       steps.append(1)
       if len(steps) == 1:  # mid call-window (steps_per_call=2): acted on after this step
         os.kill(os.getpid(), signal.SIGTERM)
@@ -324,6 +324,20 @@ def test_train_pggan_sigterm_saves_the_step_and_exits_143(photo_folder, tmp_path
   chex.assert_trees_all_equal(full, resumed)
   rows = [json.loads(x) for x in (tmp_path / 'split' / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in rows] == [2, 4]
+
+
+def test_train_pggan_does_not_wait_on_the_device_every_step(photo_folder, tmp_path, monkeypatch):
+  get, waits = jax.device_get, []
+  monkeypatch.setattr(jax, 'device_get', lambda x: waits.append(1) or get(x))
+  blocked = []
+  block = jax.block_until_ready
+  monkeypatch.setattr(jax, 'block_until_ready', lambda x: blocked.append(1) or block(x))
+  train_pggan.train(_tiny_config(photo_folder, 4), str(tmp_path / 'run'))
+  # 4 steps in windows of 2, a checkpoint after each window: one device_get per metrics window and one
+  # per checkpoint save, none per step (before: one more per step, 8 in all); InFlight waits for all but
+  # the last dispatched step (the host stays one step ahead), never for the step it just dispatched.
+  assert len(waits) == 2 + 2, len(waits)
+  assert len(blocked) == 3, len(blocked)
 
 
 def test_exit_statuses_are_distinct_and_evaluate_agrees():

@@ -326,12 +326,14 @@ def test_rerun_is_idempotent_and_changed_config_is_refused(assets, tmp_path):
   assert s['this_process']['ok'] == 3 and len(manifest(config.job.output_dir)) == 3
 
 
-def test_sigterm_saves_state_and_resume_matches_uninterrupted(assets, tmp_path, monkeypatch):
+@pytest.mark.parametrize('schedule', ['constant', 'warmup_cosine'])  # resume mid-schedule too (issue 19)
+def test_sigterm_saves_state_and_resume_matches_uninterrupted(assets, tmp_path, monkeypatch, schedule):
   d = tmp_path / 'in'
   names = write_images(d, 3)
-  ref = make_config(assets, d, tmp_path / 'ref', batch_size=2)
+  sched = {'optim.schedule': schedule, 'optim.warmup_fraction': 0.5}
+  ref = make_config(assets, d, tmp_path / 'ref', batch_size=2, **sched)
   job.run(ref)
-  config = make_config(assets, d, tmp_path / 'out', batch_size=2)
+  config = make_config(assets, d, tmp_path / 'out', batch_size=2, **sched)
   run_steps, calls = inversion.run_steps, []
 
   def chunk_then_sigterm(*args, **kwargs):  # Mid first batch, after step 4 of 6 (chunks of 2).

@@ -340,3 +340,9 @@ def reorder_permutation(labels: np.ndarray) -> np.ndarray:
   """Channel order that groups subspaces (0 first), channels ascending inside each (for Fig. 3 right)."""
   labels = np.asarray(labels)
   return np.lexsort((np.arange(labels.size), labels))
+
+
+def random_partition(labels, seed: int = 0) -> np.ndarray:
+  """The channels' labels randomly permuted: a random partition into subspaces of the same sizes as
+  ``labels`` (the paper's ablation of the discovered subspaces, "random channel grouping")."""
+  return np.random.default_rng(seed).permutation(np.asarray(labels))

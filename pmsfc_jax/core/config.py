@@ -42,6 +42,7 @@ CROPS = ('center', 'pad')
 PIXEL_MEANS = ('known', 'all')
 ALIGNS = ('none', 'face')
 ALIGN_TEMPLATES = ('auto', 'celebahq', 'celeba')  # io/alignment.py; auto: celeba for 'demo', else celebahq
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
 REPRODUCE_ROWS = (
   'mganprior',
   'pmsfc_paper',
@@ -102,11 +103,24 @@ class Optim:
   eps: float = 1e-8
   momentum: float = 0.0  # SGD momentum (mGANprior: none)
   iterations: int = 7000
+  # Learning-rate schedule over ``iterations`` (core/optimizers.py, optax's): 'constant' (the paper's and
+  # mGANprior's), 'cosine' (lr -> 0), 'warmup_cosine' (linear 0 -> lr over warmup_fraction * iterations).
+  schedule: str = 'constant'
+  warmup_fraction: float = 0.05  # warmup_cosine only
 
   def __post_init__(self):
     _one_of(self.optimizer, ('adam', 'sgd'), 'optim.optimizer')
+    _one_of(self.schedule, SCHEDULES, 'optim.schedule')
     schema.positive(self.lr, 'config.optim.lr (--lr)')
     check(self.iterations >= 1, f'config.optim.iterations (--iterations) must be >= 1, got {self.iterations}')
+    check(
+      0.0 <= self.warmup_fraction < 1.0,
+      f'config.optim.warmup_fraction must be in [0, 1), got {self.warmup_fraction}',
+    )
+
+  def unused(self) -> tuple[str, ...]:
+    """Settings this optimiser does not read (left out of the fingerprint)."""
+    return ('warmup_fraction',) * (self.schedule != 'warmup_cosine')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +224,11 @@ class Job:
   lpips: bool = False  # also compute LPIPS against the target
   overwrite_config: bool = False  # redo everything when the output directory holds another config
   retry_failed: bool = False  # retry images whose manifest line is an error
+  # Early stop per image (core/early_stop.py; fingerprinted when on): stop when the best loss so far
+  # improved by less than stop_tolerance (relative) over the last stop_window steps; 0 = off. With it on,
+  # the job refills a stopped image's batch slot with the next image (jobs/invert/refill.py).
+  stop_tolerance: float = 0.0
+  stop_window: int = 100
   distributed: bool = False  # multi-host: jax.distributed.initialize()
   coordinator_address: str = ''  # host:port of process 0 (default: env / cluster auto-detection)
   num_processes: int = 0
@@ -221,6 +240,11 @@ class Job:
     check(
       min(self.chunk_size, self.steps_per_call, self.max_call_seconds) >= 0 and self.max_input_bytes >= 1,
       'config.job.chunk_size, steps_per_call and max_call_seconds must be >= 0, max_input_bytes >= 1',
+    )
+    check(
+      0 <= self.stop_tolerance < 1 and self.stop_window >= 1,
+      f'config.job.stop_tolerance must be in [0, 1) and stop_window >= 1, got {self.stop_tolerance}, '
+      f'{self.stop_window}',
     )
 
 
@@ -286,7 +310,7 @@ def result_settings(cfg: Any) -> dict:
     out = {}
     for f in dataclasses.fields(obj):
       value = getattr(obj, f.name)
-      if f.name == 'job' or f.metadata.get('file') or (isinstance(obj, Task) and f.name in obj.unused()):
+      if f.name == 'job' or f.metadata.get('file') or f.name in getattr(obj, 'unused', tuple)():
         continue
       out[f.name] = keep(value) if dataclasses.is_dataclass(value) else value
     return out

@@ -282,7 +282,8 @@ def _jitted_steps(g_cfg, d_cfg, hp) -> dict[bool, Callable]:
 def make_train_fn(
   g_cfg: pggan.GeneratorConfig, d_cfg: disc.DiscriminatorConfig, hp: GanOptim, num_steps: int
 ) -> Callable[[TrainState, Array], tuple[TrainState, dict[str, Array]]]:
-  """A function running ``num_steps`` train steps; metrics stacked (num_steps,).
+  """A function ``run(state, images, first_step=None)`` running ``num_steps`` train steps; metrics stacked
+  (num_steps,). ``first_step``: ``state.step`` as the caller counts it (None: read from the device).
 
   Two jitted steps (with / without R1, the state donated) are dispatched from Python: step ``s`` uses R1
   when ``s % r1_every == 0``. Deviation from the usual ``lax.scan`` over steps: on XLA:CPU (jax 0.10) the
@@ -294,8 +295,9 @@ def make_train_fn(
     raise ValueError(f'steps per call must be positive, got {num_steps}')
   steps = _jitted_steps(g_cfg, d_cfg, hp)
 
-  def run(state, images):
-    first = int(jax.device_get(state.step))
+  def run(state, images, first_step: int | None = None):
+    # The caller's host-side step count (the training loop's) spares a device sync per call.
+    first = int(jax.device_get(state.step)) if first_step is None else int(first_step)
     metrics = []
     for s in range(first, first + num_steps):
       state, m = steps[s % hp.r1_every == 0](state, images)

@@ -35,8 +35,10 @@ from flax import struct
 from pmsfc_jax.core import composition
 from pmsfc_jax.core import config
 from pmsfc_jax.core import degradations
+from pmsfc_jax.core import early_stop
 from pmsfc_jax.core import loops
 from pmsfc_jax.core import objective
+from pmsfc_jax.core import optimizers
 from pmsfc_jax.models import pggan
 
 Array = jax.Array
@@ -48,14 +50,6 @@ StepCallback = Callable[[int, 'InversionState'], Optional[bool]]
 def parse(cfg: config.InvertConfigLike) -> config.InvertConfig:
   """The typed config of ``cfg`` (an InvertConfig, or a ConfigDict / dict, old spellings allowed)."""
   return config.parse(config.InvertConfig, cfg)
-
-
-def make_optimizer(cfg: config.InvertConfig) -> optax.GradientTransformation:
-  """Adam (paper) or plain SGD (mGANprior's ``GD``, optionally with momentum)."""
-  o = cfg.optim
-  if o.optimizer == 'adam':
-    return optax.adam(o.lr, b1=o.b1, b2=o.b2, eps=o.eps)
-  return optax.sgd(o.lr, momentum=o.momentum or None)
 
 
 @struct.dataclass
@@ -108,7 +102,8 @@ def _per_image_keys(rngs, batch: int) -> Array:
   return r
 
 
-def _known_mask(aux, cfg: config.InvertConfig, batch: int, size: int) -> Optional[Array]:
+def known_masks(aux, cfg: config.InvertConfig, batch: int, size: int) -> Optional[Array]:
+  """The inpainting known-pixel masks of ``aux`` as (B, H, W, 1) float32 (None for other tasks)."""
   if cfg.task.name != 'inpaint':
     return None
   known = aux.get('known', aux.get('known_mask')) if isinstance(aux, dict) else aux
@@ -192,7 +187,7 @@ def init_state(
   t = _check_targets(gen, targets, cfg)
   b = t.shape[0]
   m = subspace_masks(gen, masks, cfg)
-  _known_mask(aux, cfg, b, gen.config.resolution)  # Validate early.
+  known_masks(aux, cfg, b, gen.config.resolution)  # Validate early.
   keys = _per_image_keys(rngs, b)
   return _init_jit(gen.config, keys, None if m is None else m.shape[0], cfg)
 
@@ -213,7 +208,7 @@ def _init_jit(
   def one(key):
     codes = composition.init_codes(jax.random.fold_in(key, 0), code_shape, cfg.method.init)
     params = {'codes': codes, 'weights': w0}
-    return params, make_optimizer(cfg).init(params)
+    return params, optimizers.make_optimizer(cfg).init(params)
 
   params, opt_state = jax.vmap(one)(keys)
   b = keys.shape[0]
@@ -249,7 +244,7 @@ def run_steps(
   cfg = parse(cfg)
   t = _check_targets(gen, targets, cfg)
   m = subspace_masks(gen, masks, cfg)
-  known = _known_mask(aux, cfg, t.shape[0], gen.config.resolution)
+  known = known_masks(aux, cfg, t.shape[0], gen.config.resolution)
   num_steps = int(num_steps)
   if num_steps < 0:
     raise ValueError(f'num_steps must be >= 0, got {num_steps}')
@@ -290,16 +285,20 @@ def run_steps_impl(
 ) -> InversionState:
   """The traced body of :func:`run_steps`: ``num_steps`` steps on the objective target ``x`` (with its
   features ``tfeat``), one ``lax.scan`` (no loop for a single step; see ``loops.py``)."""
-  opt = make_optimizer(cfg)
+  opt = optimizers.make_optimizer(cfg)
 
   def one(params, opt_state, step, hist, target, target_features, kn):
     loss, grads = jax.value_and_grad(objective.objective)(
       params, gen, percep, masks, target, cfg, target_features, kn
     )
-    updates, opt_state = opt.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    hist = hist.at[step].set(loss, mode='drop')
-    return params, opt_state, step + 1, hist
+    updates, new_opt_state = opt.update(grads, opt_state, params)
+    new = (optax.apply_updates(params, updates), new_opt_state, hist.at[step].set(loss, mode='drop'))
+    if not early_stop.enabled(cfg):
+      return *new[:2], step + 1, new[2]
+    # Early stop: a converged image (or one at the cap) is frozen here, per row (core/early_stop.py).
+    on = early_stop.active(hist, step, cfg)
+    params, opt_state, hist = early_stop.keep_where(on, new, (params, opt_state, hist))
+    return params, opt_state, step + on.astype(step.dtype), hist
 
   vone = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None if tfeat is None else 0, None if known is None else 0))
 
@@ -318,6 +317,7 @@ _run_steps_jit = jax.jit(run_steps_impl, static_argnames=('cfg', 'num_steps'), d
 # The one jitted step function: run_steps calls it, and launch.plan / the batch job's auto batch size
 # compile it ahead of time (jobs/plan.py): what the plan measures is what runs.
 run_steps_jit = _run_steps_jit
+objective_target_jit = _objective_jit  # x and V(x) for callers of run_steps_jit (jobs/invert/refill.py)
 
 
 def finalize(
@@ -332,7 +332,7 @@ def finalize(
   cfg = parse(cfg)
   t = _check_targets(gen, targets, cfg)
   m = subspace_masks(gen, masks, cfg)
-  known = _known_mask(aux, cfg, t.shape[0], gen.config.resolution)
+  known = known_masks(aux, cfg, t.shape[0], gen.config.resolution)
   return _finalize_jit(gen, state, t, m, known, cfg)
 
 

@@ -155,3 +155,33 @@ def exchange_grids(
     images_lib.save_image(p, grid)
     paths.append(p)
   return paths
+
+
+def plot_convergence(curves: dict, path) -> epath.Path:
+  """Mean PSNR against steps (log x), one panel per task, one thin line per setting and each method's
+  best envelope (the highest mean over its settings at each step) in bold (``bench_convergence.py``).
+
+  ``curves``: {task: {setting: (steps, mean PSNR)}}; a setting's method is its name up to ``_``."""
+  plt = _plt()
+  tasks = [t for t in curves if curves[t]]
+  fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.8), squeeze=False)
+  colours = {'pmsfc': 'tab:red', 'mganprior': 'tab:blue'}
+  for ax, task in zip(axes[0], tasks):
+    envelope: dict = {}
+    for name, (steps, psnr) in sorted(curves[task].items()):
+      method = name.split('_')[0]
+      ax.plot(steps, psnr, color=colours.get(method, 'gray'), lw=0.8, alpha=0.45)
+      ax.annotate(name.split('_', 1)[1], (steps[-1], psnr[-1]), fontsize=6, alpha=0.7)
+      for s, v in zip(steps, psnr):
+        envelope.setdefault(method, {})[s] = max(v, envelope.get(method, {}).get(s, -np.inf))
+    for method, env in envelope.items():
+      xs = sorted(env)
+      ax.plot(xs, [env[s] for s in xs], color=colours.get(method, 'gray'), lw=2.6, label=f'{method} (best)')
+    ax.set_xscale('log')
+    ax.set(title=task, xlabel='steps', ylabel='mean PSNR (dB)')
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(loc='lower right')
+  fig.tight_layout()
+  out = _savefig(fig, path)
+  plt.close(fig)
+  return out

@@ -111,13 +111,18 @@ def task_inputs(task: config.Task, faces: np.ndarray, size: int):
   return np.asarray(degradations.prepare_target(faces, task, known)), known
 
 
-def identity(rcfg: config.InvertConfig) -> dict:
-  """What a row's result depends on: its result settings and the files it reads (by path)."""
-  used = {'generator': rcfg.model.generator}
+def identity(rcfg: config.InvertConfig, generator_sha256: str, resolution: int, masks) -> dict:
+  """What a row's result depends on: its result settings and the *contents* of what it reads (the
+  generator's weights, the subspace masks for PmSFC, the known-pixel mask for inpainting), as the batch
+  job's fingerprint (``fingerprint.payload``). Rows written before issue 19 recorded paths instead
+  (``{'generator': 'demo', ...}``): a path says nothing of the weights it held when the row ran, so
+  those rows are recomputed once. ``generator_sha256``: ``fingerprint.generator_sha256(gen)``."""
+  used = {'generator_sha256': generator_sha256}
   if rcfg.method.name == 'pmsfc':
-    used['subspaces'] = rcfg.model.subspaces
+    used['subspace_masks_sha256'] = fingerprint.content_sha256([np.asarray(masks)])
   if rcfg.task.name == 'inpaint':
-    used['mask'] = rcfg.task.mask
+    known = known_mask(rcfg.task, resolution)
+    used['inpainting_mask_sha256'] = fingerprint.content_sha256([known])
   return json.loads(json.dumps({'settings': config.result_settings(rcfg), 'files': used}))
 
 
@@ -148,6 +153,7 @@ def run(cfg: Any) -> dict:
   names, faces = load_faces(cfg, size)
   keys = np.asarray(listing.image_keys(cfg.seed, names))
   slow = min(cfg.reproduce.slow_images, len(names))
+  gen_sha = fingerprint.generator_sha256(models[0])
   t_start = time.time()
   results = {}
   for task in cfg.reproduce.tasks:
@@ -155,15 +161,15 @@ def run(cfg: Any) -> dict:
     for row in cfg.reproduce.rows:
       rcfg = presets.reproduce_row(cfg, row, task)
       n = slow if row in presets.SLOW_ROWS else len(names)
-      ident = {**identity(rcfg), 'images': names[:n]}
+      inputs, known = task_inputs(rcfg.task, faces[:n], size)
+      ident = {**identity(rcfg, gen_sha, size, models[1].masks), 'images': names[:n]}
       path = out / 'rows' / f'{task}.{row}'  # + .json / .npy
-      same = [r for r, v in results[task].items() if _comparable(v['identity']) == _comparable(ident)]
+      same = [r for r, v in results[task].items() if comparable(v['identity']) == comparable(ident)]
       if same:  # Identical settings and faces: the same result (e.g. row 5 on reconstruction is row 4).
         results[task][row] = results[task][same[0]]
         continue
       done = _load_row(path, ident)
       if done is None:
-        inputs, known = task_inputs(rcfg.task, faces[:n], size)
         done = run_row(models, rcfg, inputs, known, faces[:n], keys[:n], cfg.job.batch_size)
         done.update(identity=ident, iterations=rcfg.optim.iterations, file=f'{task}.{row}')
         files.save_npy(f'{path}.npy', done.pop('delivered').astype(np.float32))
@@ -187,7 +193,7 @@ def run(cfg: Any) -> dict:
   return blob
 
 
-def _comparable(ident: Any) -> Any:
+def comparable(ident: Any) -> Any:
   """``ident`` with the settings added later at their old values left out (``fingerprint``): rows
   computed before a setting existed still count as computed with its default."""
   if not isinstance(ident, dict) or not isinstance(ident.get('settings'), dict):
@@ -201,7 +207,7 @@ def _load_row(path: epath.Path, ident: dict) -> dict | None:
   if not (js.exists() and epath.Path(f'{path}.npy').exists()):
     return None
   done = json.loads(js.read_text())
-  if _comparable(done.get('identity')) != _comparable(ident):
+  if comparable(done.get('identity')) != comparable(ident):
     logging.info('reproduce: %s holds another configuration; recomputing it', js)
     return None
   return done

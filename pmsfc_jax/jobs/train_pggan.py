@@ -4,7 +4,8 @@
 :class:`gan.TrainState`), ``samples/ema_STEP.png`` (fixed z), ``metrics.jsonl`` and ``config.json``.
 Preemption (``jobs/preemption.py``): SIGTERM / SIGINT are checked after every train step (one step per
 jitted call, whatever ``job.steps_per_call``: that setting is the cadence of host syncs of the metrics
-window; each step waits for the previous one's step counter, a negligible sync next to a GAN step); the
+window; the step count is kept on the host and ``loops.InFlight`` keeps the host one step ahead of the
+device, so the device is never idle waiting for the host and a notice waits for two steps at most); the
 state of that step is saved and :class:`preemption.Preempted` exits with status 143. The rerun finishes
 the interrupted window (up to the next multiple of ``steps_per_call``) and ends equal to an
 uninterrupted run. ``export_generator`` writes the EMA generator (Gs) as a generator checkpoint.
@@ -28,6 +29,7 @@ from etils import epath
 
 from pmsfc_jax.core import config
 from pmsfc_jax.core import gan
+from pmsfc_jax.core import loops
 from pmsfc_jax.io import checkpoints
 from pmsfc_jax.io import datasets
 from pmsfc_jax.io import images
@@ -169,13 +171,15 @@ def train(cfg: Any, workdir: str | os.PathLike) -> gan.TrainState:
   window = []
   t_window = time.time()
   report = progress.Progress(job.total_steps, 'step', 'steps', log_every_s=0, done=step)
+  inflight = loops.InFlight()  # a notice waits for two steps at most (core/loops.py)
   with preemption.Preemption((signal.SIGTERM, signal.SIGINT)) as preempt:
     try:
       while step < job.total_steps and not preempt.requested:
         t0 = time.time()
         parts = []
         for _ in range(job.steps_per_call - step % job.steps_per_call):  # to the next multiple
-          state, m = step_fn(state, data)
+          state, m = step_fn(state, data, first_step=step)
+          inflight.add(state.step)  # the host stays one step ahead of the device, never waits on each
           parts.append(m)
           step += 1
           if preempt.requested:

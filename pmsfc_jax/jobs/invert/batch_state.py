@@ -90,6 +90,34 @@ def check_meta(
   return list(names)
 
 
+def check_slots(
+  meta: Any, fingerprint: str, input_size: int, batch_shape: int, share: Sequence[str]
+) -> list[str]:
+  """The slot names (``''`` = empty) of a resumable refill checkpoint (``refill.py``), or :class:`Unusable`:
+  the same checks as :func:`check_meta`, with one name per row of the current batch shape."""
+  if not isinstance(meta, dict) or meta.get('digest') != _digest(meta):
+    raise Unusable('its metadata is not in the current format or does not match its digest')
+  names = meta.get('names')
+  if meta.get('fingerprint') != fingerprint:
+    raise Unusable('it belongs to another configuration')
+  if meta.get('input_size') != input_size:
+    raise Unusable(f'its input size {meta["input_size"]} is not {input_size}')
+  if meta.get('batch_shape') != batch_shape or not (isinstance(names, list) and len(names) == batch_shape):
+    raise Unusable(f'its slots do not match the current batch shape {batch_shape}')
+  if not all(isinstance(n, str) for n in names):
+    raise Unusable('its slot names are not strings')
+  held = [n for n in names if n]
+  if len(set(held)) != len(held):
+    raise Unusable('it names an image twice')
+  missing = set(held) - set(share)
+  if missing:
+    raise Unusable(
+      f"{len(missing)} of its images are not in this process's share of the current inputs (the input list or "
+      'the process count changed)'
+    )
+  return list(names)
+
+
 class BatchCheckpoint:
   """orbax CheckpointManager of one process's current batch (``OUT/.checkpoints/p<i>``)."""
 
@@ -126,16 +154,26 @@ class BatchCheckpoint:
     )
     self._manager().wait_until_finished()
 
-  def restore(self, step: int, like: Any) -> Any:
-    """The saved state at ``step`` in ``like``'s structure; raises :class:`Unusable` on any failure."""
+  def restore(self, step: int, like: Any, uniform_step: bool = True) -> Any:
+    """The saved state at ``step`` in ``like``'s structure; raises :class:`Unusable` on any failure.
+
+    ``uniform_step``: every row at ``step`` (a batch); else (refill slots, rows at their own steps) every
+    row's step within ``[0, optim.iterations]`` (the loss history's length)."""
     try:
       state = self._manager().restore(
         step, args=checkpoints.restore_args(trees={'state': mesh.to_host(like)})
       )['state']
     except Exception as e:  # pylint: disable=broad-except
       raise Unusable(f'its state cannot be restored ({type(e).__name__}: {str(e)[:300]})') from None
-    if getattr(state, 'step', None) is None or not np.all(np.asarray(state.step) == step):
+    steps = getattr(state, 'step', None)
+    if steps is None:
+      raise Unusable('its state has no step')
+    if uniform_step and not np.all(np.asarray(steps) == step):
       raise Unusable(f'its state is not at step {step}')
+    if not uniform_step and not np.all(
+      (np.asarray(steps) >= 0) & (np.asarray(steps) <= state.loss_history.shape[-1])
+    ):
+      raise Unusable('its rows are not at steps inside the run')
     return state
 
   def discard(self) -> None:

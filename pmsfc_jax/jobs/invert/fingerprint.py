@@ -32,6 +32,7 @@ LATER_SETTINGS = {
   ('loss', 'pixel_mean'): 'known',
   ('loss', 'degraded_perceptual'): True,
   ('task', 'align'): 'none',
+  ('optim', 'schedule'): 'constant',  # issue 19
 }
 
 
@@ -48,7 +49,8 @@ class ConfigMismatchError(config.ConfigError):
   """The output directory holds results of a different configuration."""
 
 
-def _sha(arrays: Iterable[np.ndarray]) -> str:
+def content_sha256(arrays: Iterable[np.ndarray]) -> str:
+  """SHA-256 of arrays' dtypes, shapes and bytes, in order (file settings count by their contents)."""
   h = hashlib.sha256()
   for a in arrays:
     a = np.ascontiguousarray(a)
@@ -57,10 +59,15 @@ def _sha(arrays: Iterable[np.ndarray]) -> str:
   return h.hexdigest()
 
 
-def payload(cfg: config.InvertConfig, gen, masks: Optional[np.ndarray], known: Optional[np.ndarray]) -> dict:
-  """Everything that changes results, as JSON: config values, weights / masks content hashes."""
+def generator_sha256(gen) -> str:
+  """:func:`content_sha256` of the generator's parameters, in the order of their tree paths."""
   leaves = jax.tree_util.tree_flatten_with_path(gen.params)[0]
   leaves = sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0]))
+  return content_sha256(np.asarray(v) for _, v in leaves)
+
+
+def payload(cfg: config.InvertConfig, gen, masks: Optional[np.ndarray], known: Optional[np.ndarray]) -> dict:
+  """Everything that changes results, as JSON: config values, weights / masks content hashes."""
   settings = without_later_settings(config.result_settings(cfg))
   extra = {}
   if cfg.task.align == 'face':  # the resolved template and the landmark model shape every input
@@ -69,6 +76,8 @@ def payload(cfg: config.InvertConfig, gen, masks: Optional[np.ndarray], known: O
   if known is not None and not np.isin(np.asarray(known), (0, 1)).all():
     # Soft masks weight pixels by k^2 since issue #13 (k^3 before): older soft-mask folders are refused.
     extra['soft_mask_weighting'] = 'k^2'
+  if cfg.job.stop_tolerance > 0:  # early stop changes results (core/early_stop.py); off: no key (old folders)
+    extra['early_stop'] = {'tolerance': cfg.job.stop_tolerance, 'window': cfg.job.stop_window}
   return json.loads(
     json.dumps(
       {
@@ -77,10 +86,10 @@ def payload(cfg: config.InvertConfig, gen, masks: Optional[np.ndarray], known: O
         'config': settings,
         'generator': {
           'config': gen.config.to_dict(),
-          'params_sha256': _sha(np.asarray(v) for _, v in leaves),
+          'params_sha256': generator_sha256(gen),
         },
-        'subspace_masks_sha256': None if masks is None else _sha([np.asarray(masks)]),
-        'inpainting_mask_sha256': None if known is None else _sha([np.asarray(known)]),
+        'subspace_masks_sha256': None if masks is None else content_sha256([np.asarray(masks)]),
+        'inpainting_mask_sha256': None if known is None else content_sha256([np.asarray(known)]),
       },
       sort_keys=True,
       default=str,

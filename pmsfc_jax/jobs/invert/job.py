@@ -49,6 +49,7 @@ import numpy as np
 from absl import logging
 
 from pmsfc_jax.core import config
+from pmsfc_jax.core import early_stop
 from pmsfc_jax.core import inversion
 from pmsfc_jax.core import loops
 from pmsfc_jax.core import mesh
@@ -65,6 +66,7 @@ from pmsfc_jax.jobs.invert import fingerprint
 from pmsfc_jax.jobs.invert import manifest
 from pmsfc_jax.jobs.invert import output
 from pmsfc_jax.jobs.invert import prefetch
+from pmsfc_jax.jobs.invert import refill
 from pmsfc_jax.jobs.invert import results
 from pmsfc_jax.jobs.invert import summary as summary_lib
 from pmsfc_jax.jobs.invert import validate
@@ -129,7 +131,7 @@ def _work(job: context.Job, items: list[listing.InputItem], t_start: float) -> d
     job.mesh.shape[mesh.DATA_AXIS],
     job.batch_shape,
   )
-  groups, resume = _plan(job, todo, share)
+  groups, resume = ([], None) if early_stop.enabled(cfg) else _plan(job, todo, share)
   preempted = False
   iters = cfg.optim.iterations
   job.report = progress.Progress(
@@ -140,7 +142,10 @@ def _work(job: context.Job, items: list[listing.InputItem], t_start: float) -> d
     done=0 if resume is None else resume[0] * len(groups[0]),
   )
   try:
-    _loop(job, groups, resume)
+    if early_stop.enabled(cfg):
+      refill.run(job, todo, share)  # slots refilled as images stop (early stop)
+    else:
+      _loop(job, groups, resume)
   except context.Preempted:
     preempted = True
   finally:

@@ -88,7 +88,7 @@ def write_image(job: context.Job, it: listing.InputItem, j: int, host: dict, sec
     'psnr': evaluate.to_json(host['psnr'][j]),
     'ssim': evaluate.to_json(host['ssim'][j]),
     'loss': float(finite[-1]) if finite.size else None,
-    'steps': int(host['step'][j]),
+    'steps': int(host['step'][j]),  # optimisation steps taken (fewer than optim.iterations: early stop)
   }
   if aligned is not None:
     extra['faces'] = aligned['faces']
