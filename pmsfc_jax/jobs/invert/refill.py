@@ -94,6 +94,7 @@ def run(job: context.Job, todo: list[listing.InputItem], share: list[listing.Inp
     finished = np.asarray(jax.device_get(run.finished(state)))
     occupied = sum(it is not None for it in slots.items)
     job.stats['steps'] += n * occupied
+    job.stats['slot_steps'] += n * len(slots.items)  # the device's work, empty slots included
     job.report.update(n * occupied)
     rows = [r for r in range(len(slots.items)) if finished[r] and slots.items[r] is not None]
     if rows:
