@@ -206,7 +206,8 @@ def align_template(cfg: Any) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-  """How the batch job runs; nothing here changes an image's result."""
+  """How the batch job runs; nothing here changes an image's result but early stop (``stop_tolerance``,
+  which the batch job's fingerprint records apart, ``fingerprint.payload``)."""
 
   images: str = ''  # directory (recursive), glob, list file or one image
   output_dir: str = ''
