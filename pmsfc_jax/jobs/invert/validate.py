@@ -1,10 +1,13 @@
 """The batch job's checks before anything is written: required flags, paths, models, masks, devices and
 the input listing. Every failure is a one-line ``config.ConfigError`` naming the flag, key or file (exit
-status 2); the output folder is created only after all of them passed (``output.py``)."""
+status 2); the output folder is created only after all of them passed (``output.py``). Several processes
+check the same things and agree (``multihost.Processes.all_or_none``, :func:`same_inputs`), so they all
+stop together, naming the host at fault."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import hashlib
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -54,15 +57,37 @@ def _subspace_masks(cfg: config.InvertConfig, gen) -> Optional[np.ndarray]:
   return np.asarray(sub.masks, bool)
 
 
-def setup_process(job: config.Job) -> tuple[int, int]:
+def setup_process(job: config.Job) -> multihost.Processes:
+  """``jax.distributed`` start-up with ``--distributed``; the processes of the run and whether they run
+  in lockstep (``job.mesh='global'`` on several processes, ``core/mesh.py``)."""
   if not job.distributed:
-    return 0, 1
-  return multihost.initialize(
-    job.coordinator_address or None, job.num_processes or None, None if job.process_id < 0 else job.process_id
+    return multihost.Processes()
+  index, count = multihost.initialize(
+    job.coordinator_address or None,
+    job.num_processes or None,
+    None if job.process_id < 0 else job.process_id,
+    heartbeat_timeout_s=job.heartbeat_timeout_s,
   )
+  return multihost.Processes(index, count, lockstep=job.mesh == 'global')
 
 
-def validate(cfg: config.InvertConfig) -> dict:
+def same_inputs(procs: multihost.Processes, items: Sequence[listing.InputItem], images: str) -> None:
+  """Every process must list the same inputs (each takes its share of the sorted list): a one-line
+  ``ConfigError`` naming the first host whose listing differs from process 0's (every process raises it)."""
+  if procs.count == 1:
+    return
+  digest = hashlib.sha256('\n'.join(it.name for it in items).encode()).hexdigest()[:16]
+  views = procs.gather([len(items), digest])
+  bad = next((k for k, view in enumerate(views) if view != views[0]), None)
+  if bad is not None:
+    raise config.ConfigError(
+      f'--images={images}: process {bad} lists {views[bad][0]} inputs (digest {views[bad][1]}) but process 0 '
+      f'lists {views[0][0]} ({views[0][1]}): every host must list the same inputs (a file system or bucket '
+      'every host sees)'
+    )
+
+
+def validate(cfg: config.InvertConfig, procs: Optional[multihost.Processes] = None) -> dict:
   """Everything that can be wrong with the command, checked before anything is written: the paths, the
   models and masks, the devices and the input listing (``ConfigError`` naming the flag)."""
   j = cfg.job
@@ -81,6 +106,7 @@ def validate(cfg: config.InvertConfig) -> dict:
     percep = _setting(
       '--config.loss.perceptual', cfg.loss.perceptual, pretrained.load_perceptual, cfg.loss.perceptual
     )
-  m = _setting('--config.job.num_devices', j.num_devices, mesh.make_mesh, j.num_devices or None)
+  scope = 'global' if procs is not None and procs.lockstep else 'host'
+  m = _setting('--config.job.num_devices', j.num_devices, mesh.job_mesh, scope, j.num_devices or None)
   items = _setting('--images', j.images, listing.list_inputs, j.images, exclude=j.output_dir)
   return dict(gen=gen, size=size, masks=masks, known=known, percep=percep, mesh=m, items=items)
