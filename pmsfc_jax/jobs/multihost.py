@@ -11,9 +11,11 @@ heartbeats to. When a process dies (``kill -9``, a lost host), the service notic
 ``heartbeat_timeout_s`` and JAX ends every other process with the fatal log line ``Terminating process
 because the JAX distributed service detected fatal errors`` (SIGABRT, exit status 134); if process 0
 dies, the others notice at once. So no process waits for ever on a peer that left: not in a collective,
-a barrier, nor the preemption sync point. A process that exits while others still run (an error of its
-own) waits for them at JAX's shutdown barrier for at most the same timeout, then leaves, and they end as
-above.
+a barrier, nor the preemption sync point. A collective with a dead peer may also fail first (gloo on CPU:
+"Connection reset by peer"): the batch job then prints :func:`failed_with_peers`'s line and exits, and
+JAX's shutdown barrier, which the dead peer never reaches, ends it with the same SIGABRT after the
+heartbeat timeout. A process that exits while others still run (an error of its own) waits for them at
+that shutdown barrier for at most the same timeout, then leaves, and they end as above.
 """
 
 from __future__ import annotations
@@ -113,6 +115,15 @@ def barrier(name: str, timeout_s: int = 3600) -> None:
   multihost_utils.sync_global_devices(name)
 
 
+def failed_with_peers(error: Exception) -> str:
+  """The one line of a process whose operation with the others failed (module docstring: dead peers)."""
+  return (
+    f'process {jax.process_index()} of {jax.process_count()}: an operation with the other processes failed, '
+    f'a peer died or the network failed ({" ".join(str(error).split())[:300]}); rerun the same command on '
+    'every host to resume'
+  )
+
+
 def allgather_json(obj: Any) -> list[Any]:
   """Every process's JSON-able ``obj``, in process order (a collective: all processes call it)."""
   if jax.process_count() == 1:
@@ -142,7 +153,7 @@ class Processes:
     return allgather_json(obj) if self.count > 1 else [obj]
 
   def agree(self, obj: Any) -> list[Any]:
-    return allgather_json(obj) if self.lockstep else [obj]
+    return self.gather(obj) if self.lockstep else [obj]
 
   def while_any(self, items: Iterable[T], empty: T) -> Iterator[T]:
     """The items of ``items``, then (in lockstep) ``empty`` while another process still has items: every

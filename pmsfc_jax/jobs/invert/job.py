@@ -41,6 +41,10 @@ Robustness (docs/batch_inversion.md has the whole contract).
   process after the same jitted call (``preemption.Preemption(sync=True)``). With ``job.mesh='host'`` the
   hosts are independent, each with a mesh of its devices. Either way every process checks the same
   things at start-up (one error, naming the host, ends them all) and ends with the job's overall status.
+  In lockstep an exception inside a batch's optimisation is not an image failure (the same program runs
+  everywhere: it means a peer or the interconnect failed): it ends the process (one line, status 1; a
+  dead peer ends the others within ``job.heartbeat_timeout_s``, ``jobs/multihost.py``), and the rerun
+  resumes from the batch checkpoint.
 * Batch checkpoints are untrusted data (``batch_state.py``): only names are read back, mapped through the
   current listing; a checkpoint that fails any check or restore is discarded and its batch restarts.
 * A changed configuration with the same output directory is refused (``fingerprint.py``).
@@ -54,6 +58,7 @@ import sys
 import time
 from typing import Any, Optional
 
+import jax
 import numpy as np
 from absl import logging
 
@@ -132,19 +137,12 @@ def _work(job: context.Job, items: list[listing.InputItem], t_start: float) -> d
   done = job.manifest.load_done(cfg.job.retry_failed)
   job.redo = output.forget_missing(job.manifest, done, share, job.out)
   todo = [it for it in share if it.name not in done or it.name in job.redo]
+  n, scope = job.mesh.shape[mesh.DATA_AXIS], 'global' if job.procs.lockstep else 'local'
   logging.info(
-    'process %d/%d: %d inputs listed, %d in this share, %d already done, %d to do; '
-    '%s mesh of %d device(s), batch shape %d',
-    job.process_index,
-    job.process_count,
-    len(items),
-    len(share),
-    len(share) - len(todo),
-    len(todo),
-    'global' if job.procs.lockstep else 'local',
-    job.mesh.shape[mesh.DATA_AXIS],
-    job.batch_shape,
-  )
+    'process %d/%d: %d inputs listed, %d in this share, %d already done, %d to do; %s mesh of %d device(s), '
+    'batch shape %d', job.process_index, job.process_count, len(items), len(share), len(share) - len(todo),
+    len(todo), scope, n, job.batch_shape
+  )  # fmt: skip
   groups, resume = _plan(job, todo, share)
   preempted = False
   iters = cfg.optim.iterations
@@ -198,6 +196,11 @@ def main(cfg: Any) -> int:
   except config.ConfigError as e:  # ConfigMismatchError included
     print(f'error: {e}', file=sys.stderr)
     return exit_codes.USAGE
+  except jax.errors.JaxRuntimeError as e:
+    if not cfg.job.distributed:
+      raise
+    print(f'error: {multihost.failed_with_peers(e)}', file=sys.stderr)
+    return exit_codes.SOME_FAILED
   print(summary_lib.format_summary(cfg.job.output_dir, summary))
   return summary['exit_code']
 
@@ -237,11 +240,8 @@ def _plan(
     by_name = {it.name: it for it in share}
     resumed = set(names)
     rest = [it for it in todo if it.name not in resumed]
-    return [[by_name[n] for n in names]] + [rest[i : i + b] for i in range(0, len(rest), b)], (
-      step,
-      meta,
-      names,
-    )
+    resume = (step, meta, names)
+    return [[by_name[n] for n in names]] + [rest[i : i + b] for i in range(0, len(rest), b)], resume
   if any(v['exists'] for v in views):
     if not usable:
       logging.warning(
@@ -301,9 +301,9 @@ def run_batch(
     host = _optimise(
       job, ok_items, np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.float32), resume, names
     )
-  except context.Preempted:
-    raise
   except Exception as e:  # pylint: disable=broad-except
+    if job.procs.lockstep:  # on a pod: a peer or the interconnect failed, not these images (module doc)
+      raise
     logging.exception('batch of %d images failed', len(ok_items))
     for it in ok_items:
       if it.name not in done_names:
