@@ -30,6 +30,7 @@ from pmsfc_jax.io import locks
 from pmsfc_jax.jobs import multihost
 from pmsfc_jax.jobs.invert import batch_state
 from pmsfc_jax.jobs.invert import job
+from pmsfc_jax.jobs.invert import output
 from pmsfc_jax.jobs.invert import validate
 from tests.test_invert_job import REPO  # noqa: F401
 from tests.test_invert_job import assert_same_results  # noqa: F401
@@ -301,13 +302,45 @@ def test_a_usage_error_on_one_process_ends_every_process_alike():
     multihost.Processes().all_or_none(fail)
 
 
-def test_same_inputs_names_the_first_host_that_differs():
+def test_processes_must_list_the_same_inputs_and_run_the_same_configuration(assets, tmp_path):  # noqa: F811
+  cfg = make_config(assets, tmp_path, tmp_path / 'out', batch_size=4)
   items = [type('Item', (), {'name': n}) for n in ('a.png', 'b.png')]
-  validate.same_inputs(_Views(0, lambda view: view), items, 'in')  # the same listing: accepted
+  check = lambda peer, c=cfg: validate.same_everywhere(_Views(0, peer), items, c, 'fp0')
+  check(lambda view: view)  # the same everywhere: accepted
+  seen = []
+  peer = config_lib.override(
+    cfg, {'job.images': '/mnt/x', 'job.process_id': 1, 'job.coordinator_address': 'h:1'}
+  )
+  validate.same_everywhere(_Views(1, lambda view: seen.append(view) or view), items, peer, 'fp0')
+  check(lambda view: seen[0])  # settings that are per host by nature may differ
   with pytest.raises(
-    config_lib.ConfigError, match=r'--images=in: process 1 lists 1 inputs .* process 0 lists 2'
+    config_lib.ConfigError, match=r'--images=.*: process 1 lists 1 inputs .* process 0 lists 2'
   ):
-    validate.same_inputs(_Views(0, lambda view: [1, view[1]]), items, 'in')
+    check(lambda view: dict(view, inputs=[1, 'x']))
+  with pytest.raises(
+    config_lib.ConfigError, match=r'^process 1 computes the configuration fingerprint fp1, process 0 fp0'
+  ):
+    check(lambda view: dict(view, fingerprint='fp1'))
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r'^process 1 runs with other job settings than process 0 \(--config.job.batch_size, '
+    r'--config.job.mesh\)',
+  ):
+    check(lambda view: dict(view, job=dict(view['job'], mesh='host', batch_size=2)))
+
+
+def test_an_output_folder_a_host_does_not_see_is_refused(tmp_path, monkeypatch):
+  """Hosts with only local disks: process 1 does not see the config.json process 0 recorded in OUT."""
+  monkeypatch.setattr(output, 'SHARED_WAIT_S', 0.0)
+  shared, local = tmp_path / 'shared', tmp_path / 'local'
+  shared.mkdir(), local.mkdir()
+  (shared / 'config.json').write_text(json.dumps({'fingerprint': 'fp0'}))
+  output.check_shared(shared, 'fp0', _Views(0, lambda seen: seen))  # both see it
+  message = r'^--output_dir=.*: process 1 does not see the config.json process 0 recorded there'
+  with pytest.raises(config_lib.ConfigError, match=message):
+    output.check_shared(shared, 'fp0', _Views(0, lambda seen: False))
+  with pytest.raises(config_lib.ConfigError, match=message):
+    output.check_shared(local, 'fp0', _Views(1, lambda seen: True))
 
 
 @pytest.mark.parametrize('agree', [True, False])

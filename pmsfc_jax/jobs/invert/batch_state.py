@@ -137,8 +137,9 @@ class BatchCheckpoint:
     return check_meta(meta, step, *args, process=process)
 
   def latest(self) -> Optional[tuple[int, dict]]:
-    """(step, meta) of the saved batch, or None; :class:`Unusable` when it cannot be read."""
-    if not self.dir.exists():
+    """(step, meta) of the saved batch, or None; :class:`Unusable` when it cannot be read. In lockstep every
+    process opens the checkpoint if any sees it (orbax's manager is a collective)."""
+    if not any(self.procs.agree(self.dir.exists())):
       return None
     try:
       step = self._manager().latest_step()

@@ -97,8 +97,8 @@ def run(cfg: Any) -> dict:
   procs = validate.setup_process(cfg.job)
   with preemption.Preemption(sync=procs.lockstep) as preempt:
     v = procs.all_or_none(lambda: validate.validate(cfg, procs))
-    validate.same_inputs(procs, v['items'], cfg.job.images)
     payload = fingerprint.payload(cfg, v['gen'], v['masks'], v['known'])
+    validate.same_everywhere(procs, v['items'], cfg, fingerprint.digest(payload))
     out, lock, digest = procs.all_or_none(lambda: output.open_folder(cfg, payload, procs))
     try:
       output.check_shared(out, digest, procs)

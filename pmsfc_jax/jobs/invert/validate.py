@@ -1,8 +1,8 @@
 """The batch job's checks before anything is written: required flags, paths, models, masks, devices and
 the input listing. Every failure is a one-line ``config.ConfigError`` naming the flag, key or file (exit
 status 2); the output folder is created only after all of them passed (``output.py``). Several processes
-check the same things and agree (``multihost.Processes.all_or_none``, :func:`same_inputs`), so they all
-stop together, naming the host at fault."""
+check the same things and agree (``multihost.Processes.all_or_none``, :func:`same_everywhere`), so they
+all stop together, naming the host at fault."""
 
 from __future__ import annotations
 
@@ -71,20 +71,42 @@ def setup_process(job: config.Job) -> multihost.Processes:
   return multihost.Processes(index, count, lockstep=job.mesh == 'global')
 
 
-def same_inputs(procs: multihost.Processes, items: Sequence[listing.InputItem], images: str) -> None:
-  """Every process must list the same inputs (each takes its share of the sorted list): a one-line
-  ``ConfigError`` naming the first host whose listing differs from process 0's (every process raises it)."""
+# Job settings that may differ between the processes of one run (paths as each host mounts them, identity).
+PER_HOST = ('images', 'output_dir', 'coordinator_address', 'num_processes', 'process_id')
+
+
+def same_everywhere(
+  procs: multihost.Processes, items: Sequence[listing.InputItem], cfg: config.InvertConfig, digest: str
+) -> None:
+  """Every process must list the same inputs (each takes its share of the sorted list), compute the same
+  configuration fingerprint ``digest`` (the same settings, generator, subspace and mask files) and run
+  the same job settings (one program, in lockstep): a one-line ``ConfigError`` naming the first host that
+  differs from process 0 (every process raises it)."""
   if procs.count == 1:
     return
-  digest = hashlib.sha256('\n'.join(it.name for it in items).encode()).hexdigest()[:16]
-  views = procs.gather([len(items), digest])
-  bad = next((k for k, view in enumerate(views) if view != views[0]), None)
-  if bad is not None:
-    raise config.ConfigError(
-      f'--images={images}: process {bad} lists {views[bad][0]} inputs (digest {views[bad][1]}) but process 0 '
-      f'lists {views[0][0]} ({views[0][1]}): every host must list the same inputs (a file system or bucket '
-      'every host sees)'
-    )
+  names = hashlib.sha256('\n'.join(it.name for it in items).encode()).hexdigest()[:16]
+  job = {k: v for k, v in config.to_dict(cfg.job).items() if k not in PER_HOST}
+  views = procs.gather({'inputs': [len(items), names], 'fingerprint': digest, 'job': job})
+  first = views[0]
+  for k, view in enumerate(views):
+    if view['inputs'] != first['inputs']:
+      raise config.ConfigError(
+        f'--images={cfg.job.images}: process {k} lists {view["inputs"][0]} inputs (digest {view["inputs"][1]}) '
+        f'but process 0 lists {first["inputs"][0]} ({first["inputs"][1]}): every host must list the same '
+        'inputs (a file system or bucket every host sees)'
+      )
+    if view['fingerprint'] != first['fingerprint']:
+      raise config.ConfigError(
+        f'process {k} computes the configuration fingerprint {view["fingerprint"]}, process 0 '
+        f'{first["fingerprint"]}: every host must run the same settings on the same --generator, '
+        '--subspaces and --mask files'
+      )
+    if view['job'] != first['job']:
+      keys = [f'--config.job.{key}' for key in sorted(job) if view['job'].get(key) != first['job'].get(key)]
+      raise config.ConfigError(
+        f'process {k} runs with other job settings than process 0 ({", ".join(keys)}): every host must run '
+        'the same command'
+      )
 
 
 def validate(cfg: config.InvertConfig, procs: Optional[multihost.Processes] = None) -> dict:
