@@ -3,9 +3,9 @@
 A pod here: 2 local processes with 2 forced CPU devices each, gloo collectives, a coordinator on
 127.0.0.1 (a free port), the tiny 16x16 generator of tests/test_invert_job.py and a handful of images. Each
 pod is a few tens of seconds on a loaded 2-core machine (imports and compilation, twice), so scenarios
-share runs: one clean run per mesh scope and one chain of reruns on the same folder (SIGTERM to one
-process, then kill -9 of one process, then the finishing run). Every wait is bounded and every child is
-killed in a ``finally``.
+share runs: one clean run on the global mesh, and one chain of reruns on the same folder (SIGTERM to one
+process, then kill -9 of one process, then the finishing run, on host meshes). Every wait is bounded and
+every child is killed in a ``finally``.
 """
 
 import dataclasses
@@ -164,11 +164,11 @@ def seven(assets, tmp_path_factory):  # noqa: F811
   return root, names, ref
 
 
-@pytest.mark.parametrize('scope', ['global', 'host'])
-def test_two_processes_share_the_work_and_merge_the_summary(assets, seven, tmp_path, scope):  # noqa: F811
+def test_two_processes_share_the_work_and_merge_the_summary(assets, seven, tmp_path):  # noqa: F811
+  """The multi-host default (one global mesh) on an uneven share; host meshes: the chain below."""
   root, names, ref = seven
   config = make_config(assets, root / 'in', tmp_path / 'out', method='mganprior', batch_size=2)
-  args = cli_args(config) + [f'--config.job.mesh={scope}']
+  args = cli_args(config)
   runs = run_pod([args, args], tmp_path)
   _check(runs, [0, 0])
   out = pathlib.Path(config.job.output_dir)
@@ -184,7 +184,8 @@ def test_two_processes_share_the_work_and_merge_the_summary(assets, seven, tmp_p
   summary = json.loads((out / 'summary.json').read_text())
   assert (summary['total'], summary['ok'], summary['failed'], summary['pending']) == (7, 7, 0, 0)
   assert summary['num_processes'] == 2 and summary['num_devices_per_process'] == 2
-  assert summary['mesh'] == {'global': 'global', 'host': 'local'}[scope]
+  assert summary['mesh'] == 'global'
+  assert all('global mesh of 4 device(s), batch shape 4' in r.stderr for r in runs)
   assert all('total 7: ok 7, failed 0, pending 0' in r.stdout for r in runs)
   assert not list((out / batch_state.CHECKPOINTS).iterdir())
   # Same per-image results (codes, weights, loss curves) as one process with 4 devices and another batch.
@@ -198,14 +199,14 @@ def _saved_step(stderr):
 
 
 def test_pod_preempted_then_killed_then_finished(assets, tmp_path):  # noqa: F811
-  """5 images over 4 devices (process 1 has one batch fewer, and a truncated image: padded rows), 30
-  steps: SIGTERM to process 1 only -> both exit 143 after the same call; the rerun (resuming the global
-  checkpoint) loses process 1 to kill -9 -> process 0 ends within the heartbeat bound; the last rerun, with
-  hosts independent (--config.job.mesh=host: the global checkpoint is not mixed in, its batch restarts),
-  finishes: every image once, the bad one an error, the rest equal to one uninterrupted process."""
+  """9 images over 4 devices (process 1 has a batch fewer, and a truncated image: padded rows), 30 steps:
+  SIGTERM to process 1 only -> both exit 143 after the same call; the rerun (resuming the global
+  checkpoint) loses process 1 to kill -9 -> process 0 ends within the heartbeat bound; the last rerun, on
+  host meshes (the global checkpoint is not mixed in: its batch restarts), finishes: every image once,
+  the bad one an error, the rest equal to one uninterrupted process."""
   d = tmp_path / 'in'
-  names = write_images(d, 5)
-  (d / names[3]).write_bytes((d / names[3]).read_bytes()[:60])  # process 1's second image
+  names = write_images(d, 9)
+  (d / names[3]).write_bytes((d / names[3]).read_bytes()[:60])  # in process 1's first batch
   ref = make_config(assets, d, tmp_path / 'ref', batch_size=4, iterations=ITERS, checkpoint_every=10)
   assert job.run(ref)['exit_code'] == 1
   config = make_config(assets, d, tmp_path / 'out', batch_size=4, iterations=ITERS, checkpoint_every=10)
@@ -213,7 +214,7 @@ def test_pod_preempted_then_killed_then_finished(assets, tmp_path):  # noqa: F81
   runner = lambda a: a[:2] + ['tests.fault_runner'] + a[2:]  # python -m tests.fault_runner launch.invert
   out = pathlib.Path(config.job.output_dir)
 
-  # 1. SIGTERM to process 1 at its 3rd jitted call; calls slowed so that the notice is agreed mid-run.
+  # 1. SIGTERM to process 1 at its 3rd jitted call; calls slowed so that the notice is agreed mid-batch.
   slow = {'PMSFC_CALL_DELAY_S': '0.15'}
   runs = run_pod([runner(args)] * 2, tmp_path, ({**slow}, {**slow, 'PMSFC_FAULT': 'call:3:SIGTERM'}), 'term')
   _check(runs, [143, 143])
@@ -230,22 +231,33 @@ def test_pod_preempted_then_killed_then_finished(assets, tmp_path):  # noqa: F81
   runs = run_pod([runner(killed)] * 2, tmp_path, ({}, {'PMSFC_FAULT': f'call:{ITERS - step + 15}'}), 'kill')
   assert runs[1].returncode == -signal.SIGKILL
   kill_at = float(re.search(r"sending SIGKILL at 'call' t=([\d.]+)", runs[1].stderr).group(1))
-  assert runs[0].returncode != 0 and 'detected fatal errors' in runs[0].stderr, runs[0].stderr[-3000:]
+  assert runs[0].returncode != 0, runs[0].stderr[-3000:]
+  assert 'detected fatal errors' in runs[0].stderr or 'a peer died' in runs[0].stderr, runs[0].stderr[-3000:]
   assert runs[0].at - kill_at < HEARTBEAT_S + 30  # the documented bound, with slack for a loaded machine
   assert f'resuming a batch of 2 images from step {step}' in runs[0].stderr
+  assert [r['name'] for r in manifest_lines(out)] == names[:4]  # the resumed batch is recorded
 
-  # 3. Independent hosts finish the job (batch 2 over each host's 2 devices: one image per device, as in
-  # the reference).
+  # 3. Host meshes finish the job (batch 2 over each host's 2 devices: one image per device, as in the
+  # reference); both hosts have images left.
   runs = run_pod([args + ['--config.job.mesh=host', '--batch_size=2']] * 2, tmp_path, label='finish')
   _check(runs, [1, 1])
   assert 'of another process count or mesh scope' in runs[0].stderr  # the global checkpoint, not resumed
+  assert all('local mesh of 2 device(s), batch shape 2' in r.stderr for r in runs)
   recs = manifest(out)
   assert [r['name'] for r in recs] == names  # each once
-  assert [r['status'] for r in recs] == ['ok', 'ok', 'ok', 'error', 'ok'] and 'truncated' in recs[3]['error']
-  assert all('total 5: ok 4, failed 1, pending 0' in r.stdout for r in runs)
+  assert [r['status'] for r in recs] == ['ok'] * 3 + ['error'] + ['ok'] * 5 and 'truncated' in recs[3][
+    'error'
+  ]
+  assert all('total 9: ok 8, failed 1, pending 0' in r.stdout for r in runs)
   ok = [n[:-4] for i, n in enumerate(names) if i != 3]
   assert_same_results(ref.job.output_dir, config.job.output_dir, ok)
   assert not list((out / batch_state.CHECKPOINTS).iterdir())
+
+
+def manifest_lines(out):
+  """Every process's manifest lines (before the merge), sorted by name."""
+  recs = [json.loads(x) for p in sorted(out.glob('manifest.p*.jsonl')) for x in p.read_text().splitlines()]
+  return sorted(recs, key=lambda r: r['name'])
 
 
 def test_hosts_that_list_different_inputs_are_refused(assets, tmp_path):  # noqa: F811
