@@ -67,7 +67,7 @@ def test_padding_and_sharding_over_the_mesh():
   with pytest.raises(ValueError, match='batch of 3 is larger than the padded size 2'):
     mesh.pad_batch(x, 2)
   m = mesh.make_mesh()
-  assert m.shape == {'data': jax.local_device_count()} == {'data': 4}
+  assert m.shape == {'data': jax.local_device_count()} == {'data': 4} and mesh.process_count(m) == 1
   s = mesh.shard_batch(p, m)
   assert len(s.addressable_shards) == 4 and s.addressable_shards[0].data.shape == (2, 2)
   r = mesh.replicate({'w': np.ones(3)}, m)
@@ -77,6 +77,30 @@ def test_padding_and_sharding_over_the_mesh():
   assert mesh.make_mesh(1).shape == {'data': 1}
   with pytest.raises(ValueError, match='num_devices=9 but this process has only 4 devices'):
     mesh.make_mesh(9)
+
+
+class _Device:
+  def __init__(self, process_index, i):
+    self.process_index, self.id = process_index, i
+
+  def __repr__(self):
+    return f'd{self.process_index}.{self.id}'
+
+
+def test_job_mesh_scopes(monkeypatch):
+  """'host': one process's devices; 'global': every process's (num_devices: the first N of each)."""
+  devs = [_Device(p, i) for p in (0, 1) for i in range(3)]
+  made = []
+  monkeypatch.setattr(mesh, 'make_mesh', lambda n=None, devices=None: made.append((n, devices)) or 'm')
+  mesh.job_mesh('host', devices=devs)
+  mesh.job_mesh('global', devices=devs)
+  mesh.job_mesh('global', 2, devices=devs)
+  assert made == [(None, devs[:3]), (None, devs), (None, [devs[0], devs[1], devs[3], devs[4]])]
+  assert mesh.job_mesh('host', 2, devices=devs) == 'm' and made[-1] == (2, devs[:3])
+  with pytest.raises(ValueError, match='num_devices=4 but process 0 has only 3 devices'):
+    mesh.job_mesh('global', 4, devices=devs)
+  with pytest.raises(ValueError, match=r"mesh scope must be one of \('global', 'host'\), got 'pod'"):
+    mesh.job_mesh('pod')
 
 
 def test_initialize_rejects_incomplete_arguments(monkeypatch):

@@ -25,7 +25,7 @@ A single process has one mesh of its devices either way (the job's behaviour bef
 
 from __future__ import annotations
 
-import itertools
+import collections
 from typing import Any, Optional, Sequence, TypeVar
 
 import jax
@@ -65,25 +65,22 @@ def job_mesh(scope: str, num_devices: Optional[int] = None, devices: Optional[Se
     return make_mesh(num_devices, [d for d in devs if d.process_index == devs[0].process_index])
   devs = list(devices) if devices is not None else list(jax.devices())
   if num_devices:
-    per_process = [
-      list(g)
-      for _, g in itertools.groupby(
-        sorted(devs, key=lambda d: d.process_index), key=lambda d: d.process_index
-      )
-    ]
-    short = min(per_process, key=len)
+    per_process = collections.defaultdict(list)
+    for d in devs:
+      per_process[d.process_index].append(d)
+    short = min(per_process.values(), key=len)
     if num_devices > len(short):
       raise ValueError(
         f'num_devices={num_devices} but process {short[0].process_index} has only {len(short)} devices'
       )
-    keep = {d for g in per_process for d in g[:num_devices]}
+    keep = {d for ds in per_process.values() for d in ds[:num_devices]}
     devs = [d for d in devs if d in keep]
   return make_mesh(devices=devs)
 
 
-def spans_processes(mesh: Mesh) -> bool:
-  """Whether ``mesh`` holds devices of several processes (the batch job's global mesh on a pod)."""
-  return len({d.process_index for d in mesh.devices.flat}) > 1
+def process_count(mesh: Mesh) -> int:
+  """How many processes hold devices of ``mesh`` (> 1: the batch job's global mesh on a pod)."""
+  return len({d.process_index for d in mesh.devices.flat})
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -129,10 +126,9 @@ def put_rows(x: np.ndarray, mesh: Mesh, batch_shape: int) -> jax.Array:
   global array is made with ``jax.make_array_from_process_local_data``.
   """
   x = np.asarray(x)
-  if not spans_processes(mesh):
+  if process_count(mesh) == 1:
     return shard_batch(pad_batch(x, batch_shape), mesh)
-  processes = len({d.process_index for d in mesh.devices.flat})
-  rows = batch_shape // processes
+  rows = batch_shape // process_count(mesh)
   local = pad_batch(x, rows) if len(x) else np.zeros((rows,) + x.shape[1:], x.dtype)
   return jax.make_array_from_process_local_data(batch_sharding(mesh), local, (batch_shape,) + x.shape[1:])
 
