@@ -13,6 +13,9 @@ OUT/<stem>.png, OUT/<stem>.npz, OUT/manifest.jsonl, OUT/summary.json (see pmsfc_
 docs/batch_inversion.md) and prints a summary table. Exit status (pmsfc_jax/jobs/exit_codes.py): 0 all
 ok, 1 some images failed or pending, 2 a usage / config / path error (one line) or an output directory
 holding another configuration, 75 the output directory is locked by another job, 143 preempted (rerun).
+With ``--distributed`` run the same command on every host: one global mesh over every device of every
+host (``--config.job.mesh=global``, the default; ``host``: independent hosts), every host exiting with
+the job's status (docs/batch_inversion.md, "On a TPU pod slice").
 """
 
 from launch import flags as launch_flags

@@ -5,8 +5,9 @@ r"""Capacity plan of a TPU pod job, compiled ahead of time on this machine (no T
     [--generator=DIR] [--steps_per_call=N] [--fraction_of_peak=0.4] [--output_json=plan.json]
 
 Compiles, for the named topology's chips (``jax.experimental.topologies``; ``pip install -e '.[tpu]'``),
-the inversion step the batch job calls (one host's chips, the batch over them) and the discovery step
-(all chips), on abstract inputs with the jobs' own mesh and sharding; prints a table and writes JSON:
+the inversion step the batch job calls (on the job's multi-host default mesh: one global mesh over every
+chip; ``--inversion_mesh=host``: a what-if on one host's chips) and the discovery step (all chips), on
+abstract inputs with the jobs' own mesh and sharding; prints a table and writes JSON:
 per-chip memory against the chip's HBM, FLOPs per step per image, collectives, compile seconds, and
 seconds per image / images per hour at an assumed fraction of peak (pmsfc_jax/jobs/plan.py,
 docs/performance.md). ``--resolution`` builds the official PGGAN architecture at that size (tiny
@@ -19,6 +20,7 @@ from absl import flags
 
 from launch import flags as launch_flags
 from pmsfc_jax.core import config
+from pmsfc_jax.core import mesh
 from pmsfc_jax.jobs import plan
 
 NAMED = {
@@ -42,7 +44,10 @@ _STEPS = flags.DEFINE_integer('steps_per_call', 0, "Inversion steps per jitted c
 _FRACTION = flags.DEFINE_float('fraction_of_peak', plan.DEFAULT_FRACTION_OF_PEAK, 'Assumed FLOP/s fraction.')
 _CAPACITY = flags.DEFINE_float('hbm_capacity_gib', 0, 'Per-chip memory override in GiB (0: the chip table).')
 _MESH = flags.DEFINE_enum(
-  'inversion_mesh', 'host', ['host', 'global'], "Inversion mesh: one host's chips or all."
+  'inversion_mesh',
+  config.Job.mesh,
+  list(mesh.SCOPES),
+  "Inversion mesh: the batch job's default (global: every chip); host: a what-if on one host's chips.",
 )
 _PROGRAMS = flags.DEFINE_list('programs', ['inversion', 'discovery'], 'Programs to compile.')
 _OUTPUT_JSON = flags.DEFINE_string('output_json', '', 'Write the plan here as JSON.')

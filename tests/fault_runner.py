@@ -11,6 +11,9 @@ sends SIGKILL (or SIGNAL) to the process the n-th time the batch job reaches ``p
 * ``write``: between a result file's (PNG / NPZ) temporary write and its rename;
 * ``manifest_torn``: after half of a manifest line is on disk;
 * ``batch_done``: the batch's results are recorded, its checkpoint not yet removed.
+
+``PMSFC_CALL_DELAY_S=x`` also sleeps x seconds after every jitted call (a slow device: keeps a job busy
+for as long as a test needs, e.g. until a preemption notice reaches every process of a pod).
 """
 
 import collections
@@ -59,9 +62,13 @@ def install(spec: str) -> None:
     if sig is not None:
       _kill(sig, point)
 
+  delay = float(os.environ.get('PMSFC_CALL_DELAY_S') or 0)
+
   def after(fn, point):
     def wrapped(*args, **kwargs):
       out = fn(*args, **kwargs)
+      if point == 'call' and delay:
+        time.sleep(delay)
       hit(point)
       return out
 

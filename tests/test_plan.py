@@ -42,8 +42,9 @@ needs_libtpu = pytest.mark.skipif(
 _PLANS = {}
 
 
-def _plan(topology, batch, programs=('inversion', 'discovery'), mesh='global', **kw):
-  """plan.plan of the tiny config, cached per arguments (each compile takes seconds)."""
+def _plan(topology, batch, programs=('inversion', 'discovery'), mesh=config.Job.mesh, **kw):
+  """plan.plan of the tiny config (by default on the batch job's multi-host default mesh), cached per
+  arguments (each compile takes seconds)."""
   key = (topology, batch, programs, mesh, tuple(sorted(kw.items())))
   if key not in _PLANS:
     _PLANS[key] = plan.plan(
@@ -123,7 +124,7 @@ def analytic_discovery_flops():
 def test_v5e_2x2_plan_compiles_and_reports():
   p = _plan('v5e:2x2', 1, mesh='host')  # one host: the same programs as the global mesh (cached)
   assert (p['topology'], p['chips'], p['hosts'], p['device_kind']) == ('v5e:2x2', 4, 1, 'TPU v5 lite')
-  assert p['per_chip_batch'] == 1 and p['job_batch_size_per_host'] == 4
+  assert p['per_chip_batch'] == 1 and p['job_batch_size_per_host'] == 4 == p['job_batch_size']
   chip = chips.by_device_kind('TPU v5 lite')
   for name in ('inversion', 'discovery'):
     r = p[name]
@@ -147,6 +148,24 @@ def test_inversion_has_no_collectives_and_discovery_all_reduces_the_gradient(top
   coll = p['discovery']['collectives']
   # One all-reduce (dS and the loss terms' per-shard sums, as one tuple), nothing else.
   assert coll['all-reduce'] == 1 and coll['total'] == 1, coll
+
+
+@needs_libtpu
+def test_the_plan_compiles_the_jobs_default_global_mesh_and_host_is_a_what_if():
+  pod = _plan('v5e:4x4', 1)  # the job's multi-host default: one mesh over the 16 chips of 4 hosts
+  assert config.Job.mesh == 'global' and pod['inversion']['mesh'] == 'global' and not pod['notes']
+  assert (
+    pod['inversion']['mesh_devices'] == 16
+    and pod['job_batch_size'] == 16
+    and pod['job_batch_size_per_host'] == 4
+  )
+  assert 'launch.invert --batch_size=16 on every host (global mesh of 16 chips' in plan.table(pod)
+  # v5e above 4x4: XLA:TPU refuses one host's chips, so the what-if --inversion_mesh=host compiles the
+  # global mesh (what the job runs there) and says why; the default needs no such note.
+  what_if = _plan('v5e:8x8', 1, programs=('inversion',), mesh='host')
+  assert what_if['inversion']['mesh'] == 'global' and what_if['inversion']['mesh_devices'] == 64
+  assert len(what_if['notes']) == 1 and plan.SLICE_ONLY in what_if['notes'][0], what_if['notes']
+  assert '--config.job.mesh=host' in what_if['notes'][0] and what_if['job_batch_size'] == 64
 
 
 @needs_libtpu
@@ -279,16 +298,17 @@ def test_collectives_are_counted_once_per_instruction():
 
 @pytest.fixture(scope='module')
 def cpu_job():
-  """The batch job's inputs for the tiny config on the 4 test CPU devices, laid out as the job does."""
+  """The batch job's inputs for the tiny config on the 4 test CPU devices, laid out as the job does (its
+  mesh in its multi-host default scope, which on one process holds the process's devices)."""
   gcfg = pggan.GeneratorConfig(resolution=RES, **ARCH)
-  m = mesh_lib.make_mesh()
+  m = mesh_lib.job_mesh(config.Job.mesh)
   gen = mesh_lib.replicate(pggan.Generator(gcfg, pggan.init_params(gcfg, jax.random.key(0))), m)
   percep = mesh_lib.replicate(pretrained.load_perceptual(CFG.loss.perceptual), m)
   b = 2 * m.size
-  targets = mesh_lib.shard_batch(np.zeros((b, RES, RES, 3), np.float32), m)
+  targets = mesh_lib.put_rows(np.zeros((b - 1, RES, RES, 3), np.float32), m, b)
   c = pggan.feature_shape(gcfg, LAYER)[-1]
   masks = np.stack([np.arange(c) % R == r for r in range(R)])
-  keys = mesh_lib.shard_batch(np.stack([np.array([0, i], np.uint32) for i in range(b)]), m)
+  keys = mesh_lib.put_rows(np.stack([np.array([0, i], np.uint32) for i in range(b - 1)]), m, b)
   state = mesh_lib.shard_batch(inversion.init_state(gen, percep, targets, masks, CFG, keys), m)
   return gcfg, m, gen, percep, targets, masks, state
 

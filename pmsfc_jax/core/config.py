@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Mapping, Union
 
+from pmsfc_jax.core import mesh as mesh_lib
 from pmsfc_jax.core import schema
 from pmsfc_jax.models import vgg
 
@@ -234,6 +235,9 @@ class Job:
   coordinator_address: str = ''  # host:port of process 0 (default: env / cluster auto-detection)
   num_processes: int = 0
   process_id: int = -1
+  # Several processes: one mesh over every device ('global', lockstep) or one per host ('host'); core/mesh.py.
+  mesh: str = 'global'
+  heartbeat_timeout_s: int = 100  # --distributed: a dead peer ends the others within this (jobs/multihost.py)
 
   def __post_init__(self):
     check(self.batch_size >= 0, f'--batch_size must be >= 1 (or 0 / auto), got {self.batch_size}')
@@ -246,6 +250,11 @@ class Job:
       0 <= self.stop_tolerance < 1 and self.stop_window >= 1,
       f'config.job.stop_tolerance must be in [0, 1) and stop_window >= 1, got {self.stop_tolerance}, '
       f'{self.stop_window}',
+    )
+    _one_of(self.mesh, mesh_lib.SCOPES, 'job.mesh')
+    check(
+      self.heartbeat_timeout_s >= 1,
+      f'config.job.heartbeat_timeout_s must be >= 1, got {self.heartbeat_timeout_s}',
     )
 
 

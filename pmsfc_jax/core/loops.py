@@ -14,7 +14,9 @@ two calls run one step each (the first compiles; the second is timed), then call
 call exceeds the bound). Call lengths are powers of two, so at most ``log2(cap) + 1`` lengths compile.
 An explicit ``steps_per_call`` is used as given (not time-bounded). The first call of each new length
 includes its compilation, which no bound covers. :class:`InFlight` keeps the host at most one call
-ahead of the device, so a notice waits for two calls at most.
+ahead of the device, so a notice waits for two calls at most. Processes that run one program in lockstep
+(the batch job on a global mesh) must run calls of the same length: their sizer's ``agree`` turns each
+measured time into the one every process uses (the slowest host's).
 """
 
 from __future__ import annotations
@@ -49,8 +51,15 @@ class CallSizer:
   ``sizer.observe(n, seconds)``. One sizer per job keeps the calibration across chunks and batches.
   """
 
-  def __init__(self, requested: int = 0, max_seconds: float = 0.0, backend: Optional[str] = None):
+  def __init__(
+    self,
+    requested: int = 0,
+    max_seconds: float = 0.0,
+    backend: Optional[str] = None,
+    agree: Optional[Callable[[float], float]] = None,
+  ):
     self.requested = int(requested or 0)
+    self.agree = agree  # measured seconds -> the seconds every process uses (module docstring)
     self.max_seconds = float(max_seconds or 0.0)
     self.backend = backend or jax.default_backend()
     self.auto_bounded = not self.requested and self.max_seconds > 0 and self.backend != 'cpu'
@@ -71,6 +80,8 @@ class CallSizer:
 
   def observe(self, num_steps: int, seconds: float) -> None:
     """The wall time of a call of ``num_steps`` steps (the first call of a length is compilation)."""
+    if self.agree is not None:
+      seconds = self.agree(seconds)
     if num_steps not in self._seen:
       self._seen.add(num_steps)
       return

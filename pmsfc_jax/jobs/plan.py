@@ -8,10 +8,12 @@ memory against the chip's HBM, FLOPs per step per image, collectives, compile ti
 seconds per image and images per hour at an ASSUMED fraction of the chip's peak FLOP/s
 (``fraction_of_peak``, default 0.4: an assumption, not a measurement; chip table: ``jobs/chips.py``).
 
-Layouts, as the jobs do it: the batch job gives each host its own mesh of its local chips (``core/mesh.py``:
-no cross-host communication), so the inversion compiles on one host's chips (``inversion_mesh='global'``
-compiles one mesh over the whole topology instead); discovery is one data-parallel program over every
-chip. The host count follows libtpu's default of 4 chips per host.
+Layouts, as the jobs do it: the inversion compiles on the batch job's own mesh (``core/mesh.job_mesh``, one
+code path with the job) in its multi-host default scope (``config.Job.mesh``: one global mesh over every
+chip of the slice, the program the job runs on a pod); ``inversion_mesh='host'`` is a what-if on one
+host's chips (the job's ``--config.job.mesh=host``), which XLA:TPU refuses on v5e slices above 4x4: the
+plan then compiles the global mesh and says so in its ``notes``. Discovery is one data-parallel program
+over every chip. The host count follows libtpu's default of 4 chips per host.
 
 ``batch_size=0`` (auto): the largest per-chip batch that fits with the headroom of ``jobs/fit.py`` (the
 batch job's ``--batch_size=auto`` on a real device). A batch that does not fit the chip (the footprint
@@ -164,7 +166,7 @@ def plan(
   steps_per_call: int = 0,
   fraction_of_peak: float = DEFAULT_FRACTION_OF_PEAK,
   hbm_capacity: int = 0,
-  inversion_mesh: str = 'host',
+  inversion_mesh: str = config.Job.mesh,
   num_subspaces: Optional[int] = None,
   programs: tuple[str, ...] = ('inversion', 'discovery'),
 ) -> dict:
@@ -172,8 +174,8 @@ def plan(
   0 = auto. Raises :class:`PlanError` with a one-line reason."""
   if not 0 < fraction_of_peak <= 1:
     raise PlanError(f'--fraction_of_peak must be in (0, 1], got {fraction_of_peak}')
-  if inversion_mesh not in ('host', 'global'):
-    raise PlanError(f"--inversion_mesh must be 'host' or 'global', got {inversion_mesh!r}")
+  if inversion_mesh not in mesh_lib.SCOPES:
+    raise PlanError(f'--inversion_mesh must be one of {mesh_lib.SCOPES}, got {inversion_mesh!r}')
   gcfg = _generator_config(cfg, resolution, arch or {})
   devices = topology_devices(topology)
   info = describe(devices)
@@ -196,7 +198,6 @@ def plan(
     'notes': [],
   }
   if 'inversion' in programs:
-    local = [d for d in devices if d.process_index == devices[0].process_index]
     steps = steps_per_call or fit.job_steps_per_call(cfg, 'tpu')
     args = (
       cfg,
@@ -209,23 +210,26 @@ def plan(
       fraction_of_peak,
     )
     try:
-      rec = _inversion(mesh_lib.make_mesh(devices=local if inversion_mesh == 'host' else devices), *args)
+      rec = _inversion(mesh_lib.job_mesh(inversion_mesh, devices=devices), *args)
       rec['mesh'] = inversion_mesh
     except Exception as e:  # pylint: disable=broad-except  # jax.errors.JaxRuntimeError
       if inversion_mesh != 'host' or SLICE_ONLY not in str(e):
         raise
-      rec = _inversion(mesh_lib.make_mesh(devices=devices), *args)
+      rec = _inversion(mesh_lib.job_mesh('global', devices=devices), *args)
       rec['mesh'] = 'global'
       out['notes'].append(
-        f"XLA:TPU refuses a program on one host's chips of {topology} ({SLICE_ONLY}): the inversion was "
-        'compiled on one mesh over every chip instead (the per-chip program is the same: no collectives). '
-        "The batch job's per-host meshes would hit the same refusal on this slice: run it on slices of "
-        'at most 4x4 v5e chips, or with one global mesh (see docs/performance.md).'
+        f"XLA:TPU refuses a program on one host's chips of {topology} ({SLICE_ONLY}): the what-if "
+        '--inversion_mesh=host cannot run here, and neither can the batch job with --config.job.mesh=host. '
+        "The inversion was compiled on the job's default global mesh over every chip instead (the per-chip "
+        'program is the same: no collectives), which is what the job runs on this slice.'
       )
     rec['images_per_hour'] *= info['chips']
+    per_host = rec['per_chip_batch'] * info['devices_per_host']
     out.update(
       per_chip_batch=rec['per_chip_batch'],
-      job_batch_size_per_host=rec['per_chip_batch'] * info['devices_per_host'],
+      job_batch_size_per_host=per_host,  # the rows each host adds to a batch
+      # launch.invert --batch_size: the batch over the job's mesh (global: every chip; host: one host's)
+      job_batch_size=rec['per_chip_batch'] * rec['mesh_devices'] if rec['mesh'] == 'global' else per_host,
     )
     out['inversion'] = rec
   if 'discovery' in programs:
@@ -331,6 +335,13 @@ def table(result: dict) -> str:
     'images/hour',
   ]
   notes = ''.join(f'\n\nnote: {n}' for n in result.get('notes', []))
+  if 'job_batch_size' in result:
+    inv = result['inversion']
+    notes = (
+      f'\n\nbatch job: launch.invert --batch_size={result["job_batch_size"]} on every host '
+      f'({inv["mesh"]} mesh of {inv["mesh_devices"]} chips, {result["job_batch_size_per_host"]} images per host '
+      'per call)' + notes
+    )
   return head + tables.markdown(header, rows) + notes
 
 

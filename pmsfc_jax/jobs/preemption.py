@@ -11,10 +11,22 @@ batch whose steps are all done is finished and recorded, never thrown away.
 Handlers are installed from the main thread only (Python's rule) and the previous ones are restored on
 exit.
 
-Multi-host: the batch job's hosts are independent (each saves its own share), so each handles its own
-signal. A loop that runs in lockstep across hosts (discovery, training) would need all hosts to stop at
-the same step (``jax.experimental.multihost_utils.reached_preemption_sync_point``); they are run on one
-host here.
+Loops call :meth:`Preemption.poll` at every point where they could stop (after every jitted call, between
+batches); ``requested`` is the answer of the last poll (or of the signal, in the local mode).
+
+Several processes in lockstep (``Preemption(sync=True)``: the batch job on a global mesh, ``core/mesh.py``).
+A scheduler's SIGTERM may reach one host before the others, or only one; every process must still stop
+after the SAME jitted call, or one would wait for ever for a program its peers never dispatch. So the
+notice goes through JAX's coordination service, as in the JAX pod codebases: ``jax.distributed.initialize``
+installs the service's own SIGTERM notifier, and :meth:`poll` asks
+``multihost_utils.reached_preemption_sync_point(n)`` with ``n`` the number of polls so far (the same on
+every process). After a notice on any host, the service takes the largest ``n`` any process has reached
+plus one as the sync point, and every process's poll returns True there. No Python handler is installed
+in this mode: ``signal.signal(SIGTERM, ...)`` after ``jax.distributed.initialize`` replaces JAX's notifier
+and the sync point never fires (tried). The notice reaches the service in about a second, so the stop
+comes a few calls after the signal, still well inside a cloud grace period; a notice that comes after a
+job's last jitted call is not acted on (the job ends normally). Independent hosts (the ``host`` mesh),
+discovery and training handle their own signal as above.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import threading
 from typing import Sequence
 
 from absl import logging
+from jax.experimental import multihost_utils
 
 from pmsfc_jax.jobs import exit_codes
 
@@ -40,15 +53,30 @@ class Preempted(SystemExit):
 
 
 class Preemption:
-  """Context manager turning ``signals`` into a ``requested`` flag while active."""
+  """Context manager turning ``signals`` into a ``requested`` flag while active; ``sync=True``: the notice
+  of JAX's coordination service instead, agreed by every process (module docstring)."""
 
-  def __init__(self, signals: Sequence[signal.Signals] = (signal.SIGTERM,)):
+  def __init__(self, signals: Sequence[signal.Signals] = (signal.SIGTERM,), sync: bool = False):
     self.signals = tuple(signals)
+    self.sync = bool(sync)
     self._event = threading.Event()
     self._previous: dict = {}
+    self._polls = 0
 
   @property
   def requested(self) -> bool:
+    return self._event.is_set()
+
+  def poll(self) -> bool:
+    """Whether to stop now. Call it at the same points on every process when ``sync`` (then it is the
+    coordination service's sync point); otherwise it is ``requested``."""
+    if self.sync and not self._event.is_set():
+      self._polls += 1
+      if multihost_utils.reached_preemption_sync_point(self._polls):
+        logging.warning(
+          'preemption notice agreed by every process at sync point %d: saving, then exiting', self._polls
+        )
+        self._event.set()
     return self._event.is_set()
 
   def request(self) -> None:
@@ -60,7 +88,7 @@ class Preemption:
     self._event.set()
 
   def __enter__(self) -> 'Preemption':
-    if threading.current_thread() is threading.main_thread():
+    if not self.sync and threading.current_thread() is threading.main_thread():
       for sig in self.signals:
         self._previous[sig] = signal.signal(sig, self._handler)
     return self

@@ -1,10 +1,17 @@
-"""The optimisation state of the batch in progress: an orbax checkpoint per process.
+"""The optimisation state of the batch in progress: an orbax checkpoint.
 
 Every ``job.checkpoint_every`` steps the batch's ``InversionState`` (codes, weights, optimizer state,
-step, per-image keys, loss history) is saved in ``OUT/.checkpoints/p<process>`` (process-local: no
-cross-host barrier), also at a preemption notice; on restart the interrupted batch continues from it
-(results equal an uninterrupted run: ``run_steps`` chunks compose). It is discarded once the batch's
-results are recorded.
+step, per-image keys, loss history) is saved, also at a preemption notice; on restart the interrupted
+batch continues from it (results equal an uninterrupted run: ``run_steps`` chunks compose). It is
+discarded once the batch's results are recorded. Where (``core/mesh.py`` for the mesh scopes):
+
+* a mesh of the process's own devices (one process, or hosts with their own meshes):
+  ``OUT/.checkpoints/p<process>``, saved by that process alone (no cross-host barrier);
+* the global mesh: ``OUT/.checkpoints/global``, ONE checkpoint of the global batch, saved and restored by
+  every process together (orbax: each process writes the rows it holds), in lockstep. Its metadata names
+  the images of every process (``names[i]``: process i's rows). A rerun with the same process count
+  resumes it exactly; with another process count the shares differ, so it is not resumed (the batch
+  restarts from step 0, never a mix of states), and folders of another layout are removed at start-up.
 
 Trust model: a checkpoint is data read back from disk, not an instruction. Its metadata holds only the
 batch's image *names*, its batch shape, the configuration fingerprint, the input size and a digest of
@@ -30,8 +37,10 @@ from etils import epath
 from pmsfc_jax.core import mesh
 from pmsfc_jax.io import checkpoints
 from pmsfc_jax.io import files
+from pmsfc_jax.jobs import multihost
 
 CHECKPOINTS = '.checkpoints'
+GLOBAL = 'global'
 _META_KEYS = ('names', 'batch_shape', 'fingerprint', 'input_size')
 
 
@@ -63,11 +72,20 @@ def check_meta(
   num_devices: int,
   max_batch_shape: int,
   share: Sequence[str],
+  process: Optional[tuple[int, int]] = None,
 ) -> list[str]:
-  """The names of a resumable checkpoint's batch, or :class:`Unusable` (see the module docstring)."""
+  """The names of a resumable checkpoint's batch (``process=(i, n)``, a global batch: process i's rows),
+  or :class:`Unusable` (see the module docstring)."""
   if not isinstance(meta, dict) or meta.get('digest') != _digest(meta):
     raise Unusable('its metadata is not in the current format or does not match its digest')
   names, shape = meta.get('names'), meta.get('batch_shape')
+  own = names
+  if process is not None:
+    if not (isinstance(names, list) and all(isinstance(n, list) for n in names)):
+      raise Unusable('it is not the checkpoint of a global batch')
+    if len(names) != process[1]:
+      raise Unusable(f'it was saved by {len(names)} processes, not {process[1]}: the shares differ')
+    own, names = names[process[0]], [n for rows in names for n in rows]
   if meta.get('fingerprint') != fingerprint:
     raise Unusable('it belongs to another configuration')
   if meta.get('input_size') != input_size:
@@ -81,13 +99,13 @@ def check_meta(
   bound = max(max_batch_shape, -(-len(names) // num_devices) * num_devices)
   if not (isinstance(shape, int) and len(names) <= shape <= bound and shape % num_devices == 0):
     raise Unusable(f'its batch shape {shape!r} does not fit {len(names)} images on {num_devices} device(s)')
-  missing = set(names) - set(share)
+  missing = set(own) - set(share)
   if missing:
     raise Unusable(
       f"{len(missing)} of its images are not in this process's share of the current inputs (the input list or "
       'the process count changed)'
     )
-  return list(names)
+  return list(own)
 
 
 def check_slots(
@@ -119,11 +137,13 @@ def check_slots(
 
 
 class BatchCheckpoint:
-  """orbax CheckpointManager of one process's current batch (``OUT/.checkpoints/p<i>``)."""
+  """orbax CheckpointManager of the current batch: this process's (``OUT/.checkpoints/p<i>``) or, in
+  lockstep on the global mesh, every process's together (``OUT/.checkpoints/global``); module docstring."""
 
-  def __init__(self, root: epath.Path, process_index: int, process_count: int):
-    self.dir = root / f'p{process_index}'
-    self.process = (process_index, process_count)
+  def __init__(self, root: epath.Path, processes: multihost.Processes):
+    self.procs = processes
+    self.dir = root / (GLOBAL if processes.lockstep else f'p{processes.index}')
+    self.process = None if processes.lockstep else (processes.index, processes.count)
     self._mngr: Optional[ocp.CheckpointManager] = None
 
   def _manager(self) -> ocp.CheckpointManager:
@@ -133,9 +153,21 @@ class BatchCheckpoint:
       )
     return self._mngr
 
+  def meta(self, names: Sequence[Sequence[str]], batch_shape: int, fingerprint: str, input_size: int) -> dict:
+    """:func:`batch_meta` of a batch whose rows hold ``names[i]`` of process i (of this process alone,
+    ``names[0]``, unless in lockstep)."""
+    rows = [list(n) for n in names] if self.procs.lockstep else list(names[0])
+    return batch_meta(rows, batch_shape, fingerprint, input_size)
+
+  def check(self, meta: Any, step: int, *args: Any) -> list[str]:
+    """:func:`check_meta` (its arguments after ``step``) -> this process's names of the batch."""
+    process = (self.procs.index, self.procs.count) if self.procs.lockstep else None
+    return check_meta(meta, step, *args, process=process)
+
   def latest(self) -> Optional[tuple[int, dict]]:
-    """(step, meta) of the saved batch, or None."""
-    if not self.dir.exists():
+    """(step, meta) of the saved batch, or None; :class:`Unusable` when it cannot be read. In lockstep every
+    process opens the checkpoint if any sees it (orbax's manager is a collective)."""
+    if not any(self.procs.agree(self.dir.exists())):
       return None
     try:
       step = self._manager().latest_step()
@@ -144,13 +176,15 @@ class BatchCheckpoint:
       meta = self._manager().restore(step, args=checkpoints.restore_args(json=['meta']))['meta']
       return step, dict(meta)
     except Exception as e:  # pylint: disable=broad-except
-      logging.warning('ignoring unreadable batch checkpoint in %s (%s: %s)', self.dir, type(e).__name__, e)
-      self.discard()
-      return None
+      raise Unusable(f'it cannot be read ({type(e).__name__}: {str(e)[:300]})') from None
+
+  def _tree(self, state: Any) -> Any:
+    # Process-local checkpoints hold numpy; the global one the global arrays (each process its rows).
+    return state if self.procs.lockstep else mesh.to_host(state)
 
   def save(self, step: int, state: Any, meta: dict) -> None:
     self._manager().save(
-      step, args=checkpoints.save_args(trees={'state': mesh.to_host(state)}, json={'meta': meta}), force=True
+      step, args=checkpoints.save_args(trees={'state': self._tree(state)}, json={'meta': meta}), force=True
     )
     self._manager().wait_until_finished()
 
@@ -160,27 +194,50 @@ class BatchCheckpoint:
     ``uniform_step``: every row at ``step`` (a batch); else (refill slots, rows at their own steps) every
     row's step within ``[0, optim.iterations]`` (the loss history's length)."""
     try:
-      state = self._manager().restore(
-        step, args=checkpoints.restore_args(trees={'state': mesh.to_host(like)})
-      )['state']
+      state = self._manager().restore(step, args=checkpoints.restore_args(trees={'state': self._tree(like)}))[
+        'state'
+      ]
     except Exception as e:  # pylint: disable=broad-except
       raise Unusable(f'its state cannot be restored ({type(e).__name__}: {str(e)[:300]})') from None
     steps = getattr(state, 'step', None)
     if steps is None:
       raise Unusable('its state has no step')
-    if uniform_step and not np.all(np.asarray(steps) == step):
+    steps = mesh.to_host(steps)  # (this process's rows)
+    if uniform_step and not np.all(steps == step):
       raise Unusable(f'its state is not at step {step}')
-    if not uniform_step and not np.all(
-      (np.asarray(steps) >= 0) & (np.asarray(steps) <= state.loss_history.shape[-1])
-    ):
+    if not uniform_step and not np.all((steps >= 0) & (steps <= state.loss_history.shape[-1])):
       raise Unusable('its rows are not at steps inside the run')
     return state
 
   def discard(self) -> None:
+    """Removes the checkpoint (in lockstep: every process calls it; process 0 removes the folder between
+    two barriers, so that no process reads or writes it meanwhile)."""
     self.close()
-    files.remove_tree(self.dir)
+    if not self.procs.lockstep:
+      files.remove_tree(self.dir)
+      return
+    multihost.barrier('pmsfc_checkpoint_discard')
+    if self.procs.index == 0:
+      files.remove_tree(self.dir)
+    multihost.barrier('pmsfc_checkpoint_discarded')
 
   def close(self) -> None:
     if self._mngr is not None:
       self._mngr.close()
       self._mngr = None
+
+
+def folder_names(processes: multihost.Processes) -> list[str]:
+  """The checkpoint folders of the current layout (module docstring)."""
+  return [GLOBAL] if processes.lockstep else [f'p{i}' for i in range(processes.count)]
+
+
+def remove_other_layouts(root: epath.Path, processes: multihost.Processes) -> None:
+  """Removes checkpoint folders the current layout does not use (another mesh scope or process count);
+  process 0 calls it under its lock, before the others read any checkpoint."""
+  if root.exists():
+    keep = set(folder_names(processes))
+    for p in root.iterdir():
+      if p.is_dir() and p.name not in keep and not p.name.startswith(files.TRASH_PREFIX):
+        logging.warning('removing the batch checkpoint %s of another process count or mesh scope', p)
+        files.remove_tree(p)

@@ -7,18 +7,28 @@ Order (nothing is written before the configuration and paths are validated, ``jo
    anything else is written there; a second job on the same folder stops at once (exit status 75) and
    modifies nothing. If this run created ``OUT`` and fails before its configuration is recorded, the
    folder (and the parents it created) is removed again.
-2. The leftovers of killed runs are removed (temporary result files, half-deleted checkpoint folders).
+2. The leftovers of killed runs are removed (temporary result files, half-deleted checkpoint folders,
+   checkpoint folders of another process count or mesh scope).
 3. The configuration fingerprint is checked (``fingerprint.py``). With ``--overwrite_config`` the previous
    configuration's results go first: the PNG / NPZ / input thumbnail of every image in the old
    manifests, the summary and report, the
    batch checkpoints, then the manifests, and only then the new ``config.json`` is recorded; a kill in the
    middle leaves the old record, so the next run redoes the clean-up.
 4. A manifest line saying ``ok`` whose PNG or NPZ is missing on disk is forgotten: the image is redone.
+
+Several processes: each locks its own ``OUT/.lock.p<i>``, process 0 cleans and records, every process
+checks the fingerprint, and they all fail alike (``multihost.Processes.all_or_none``). The folder must be
+one every host sees (a shared file system, ``gs://``): the merged manifest and the summary are written by
+process 0 from every process's manifest. :func:`check_shared` refuses (exit 2, one line naming the host)
+a run in which some process does not see the ``config.json`` process 0 recorded (hosts with only local
+disks), instead of scattering the results over the hosts' disks.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from typing import Sequence
 
 from absl import logging
@@ -28,6 +38,7 @@ from pmsfc_jax.core import config
 from pmsfc_jax.io import files
 from pmsfc_jax.io import listing
 from pmsfc_jax.io import locks
+from pmsfc_jax.jobs import multihost
 from pmsfc_jax.jobs.invert import batch_state
 from pmsfc_jax.jobs.invert import fingerprint
 from pmsfc_jax.jobs.invert import manifest
@@ -36,6 +47,7 @@ from pmsfc_jax.jobs.invert import results
 from pmsfc_jax.jobs.invert import summary as summary_lib
 
 RESULT_SUFFIXES = ('.png', '.npz')
+SHARED_WAIT_S = 30.0  # how long a process waits to see process 0's config.json (NFS attribute caches)
 _STEM = re.compile(r'[A-Za-z0-9_+=@-][A-Za-z0-9._+=@-]*')  # what listing._name_stem can produce
 
 
@@ -52,8 +64,9 @@ def _missing_ancestors(path: epath.Path) -> list[epath.Path]:
   return out
 
 
-def clean_stale(out: epath.Path) -> None:
-  """Removes leftovers of killed runs: temporary result files and half-deleted checkpoint folders."""
+def clean_stale(out: epath.Path, procs: multihost.Processes) -> None:
+  """Removes leftovers of killed runs: temporary result files, half-deleted checkpoint folders, and
+  checkpoint folders of another layout (``batch_state.remove_other_layouts``)."""
   for p in [*out.glob('.*'), *(out / results.INPUTS).glob('.*')]:
     if files.TMP_MARKER in p.name and not p.is_dir():
       p.unlink()
@@ -61,6 +74,7 @@ def clean_stale(out: epath.Path) -> None:
     if root.exists():
       for p in root.glob(f'{files.TRASH_PREFIX}*'):
         p.rmtree() if p.is_dir() else p.unlink()
+  batch_state.remove_other_layouts(out / batch_state.CHECKPOINTS, procs)
 
 
 def remove_old_results(out: epath.Path) -> None:
@@ -86,7 +100,7 @@ def remove_old_results(out: epath.Path) -> None:
 
 
 def open_folder(
-  cfg: config.InvertConfig, payload: dict, process_index: int, process_count: int
+  cfg: config.InvertConfig, payload: dict, procs: multihost.Processes
 ) -> tuple[epath.Path, locks.FolderLock, str]:
   """Steps 1-3 of the module docstring -> (OUT, its held lock, the configuration digest).
 
@@ -95,12 +109,12 @@ def open_folder(
   out = epath.Path(cfg.job.output_dir)
   created = _missing_ancestors(out) if files.is_local(out) else []
   out.mkdir(parents=True, exist_ok=True)
-  lock = locks.FolderLock(out, lock_name(process_index, process_count)).acquire()
+  lock = locks.FolderLock(out, lock_name(procs.index, procs.count)).acquire()
   recorded = False
   try:
-    writer = process_index == 0
+    writer = procs.index == 0
     if writer:
-      clean_stale(out)
+      clean_stale(out, procs)
     # Every process checks (so a mismatch fails all of them, none waits at the barrier); process 0 writes.
     digest = fingerprint.check(
       out, payload, cfg.job.overwrite_config, writer, lambda: remove_old_results(out)
@@ -115,6 +129,29 @@ def open_folder(
         for p in created:  # deepest first; only folders this run created, and only if still empty
           if not any(p.iterdir()):
             p.rmdir()
+
+
+def check_shared(out: epath.Path, digest: str, procs: multihost.Processes) -> None:
+  """After process 0 recorded the configuration: every process must see it (module docstring), else
+  every process raises the same one-line ``ConfigError``. Also the meeting point after the set-up."""
+  if procs.count == 1:
+    return
+  deadline = time.monotonic() + SHARED_WAIT_S
+  while True:
+    try:
+      seen = json.loads((out / fingerprint.CONFIG_RECORD).read_text()).get('fingerprint') == digest
+    except (OSError, ValueError, AttributeError):
+      seen = False
+    if seen or time.monotonic() > deadline:
+      break
+    time.sleep(0.5)
+  blind = [k for k, ok in enumerate(procs.gather(seen)) if not ok]
+  if blind:
+    raise config.ConfigError(
+      f'--output_dir={out}: process {blind[0]} does not see the {fingerprint.CONFIG_RECORD} process 0 '
+      'recorded there: on several hosts the output folder must be one they all see (a shared file system '
+      'or gs://)'
+    )
 
 
 def missing_results(out: epath.Path, done: dict, items: Sequence[listing.InputItem]) -> list[str]:

@@ -74,7 +74,7 @@ def run(job: context.Job, todo: list[listing.InputItem], share: list[listing.Inp
       load,
       c.job.num_workers,
       c.job.prefetch_batches * job.batch_shape,
-      lambda: job.preempt.requested,
+      lambda: job.preempt.requested,  # not poll(): a sync point only where every process polls
     )
   )
   state, counter = (None, 0) if resumed is None else resumed
@@ -99,7 +99,7 @@ def run(job: context.Job, todo: list[listing.InputItem], share: list[listing.Inp
     rows = [r for r in range(len(slots.items)) if finished[r] and slots.items[r] is not None]
     if rows:
       _record(job, slots, rows, run.finalize(state))
-    if job.preempt.requested:
+    if job.preempt.poll():
       job.ckpt.save(counter, state, _meta(job, slots))
       logging.warning('preempted: slot state saved after %d steps in %s', counter, job.ckpt.dir)
       raise context.Preempted()
@@ -207,12 +207,12 @@ def _meta(job: context.Job, slots: Slots) -> dict:
 
 def _resume(job, share, todo, slots: Slots, load) -> Optional[tuple[Any, int]]:
   """(state, steps run) of the interrupted slots, with their images decoded into ``slots``; or None."""
-  latest = job.ckpt.latest()
-  if latest is None:
-    return None
-  counter, meta = latest
   by_name = {it.name: it for it in share}
   try:
+    latest = job.ckpt.latest()
+    if latest is None:
+      return None
+    counter, meta = latest
     names = batch_state.check_slots(meta, job.fingerprint, job.input_size, job.batch_shape, list(by_name))
     zero_keys = np.zeros((len(names), 2), np.uint32)
     like = inversion.init_state(job.gen, None, slots.targets, job.masks, job.cfg, zero_keys, job.known)

@@ -15,7 +15,6 @@ from typing import Optional, Sequence
 from etils import epath
 
 from pmsfc_jax.core import config
-from pmsfc_jax.core import mesh
 from pmsfc_jax.evaluation import evaluate
 from pmsfc_jax.io import files
 from pmsfc_jax.io import listing
@@ -32,9 +31,10 @@ def write_summary(
   wall: float,
   job: Optional[context.Job] = None,
   preempted: bool = False,
+  all_steps: Optional[int] = None,
 ) -> dict:
-  """Merges all manifests into ``manifest.jsonl`` (multi-process), writes ``summary.json`` and
-  ``report.html`` (``report.py``)."""
+  """Merges all manifests into ``manifest.jsonl`` (multi-process), writes ``summary.json`` (``all_steps``:
+  images*steps of every process, default this process's) and ``report.html`` (``report.py``)."""
   merged = merged_records(out)
   if job is not None and job.process_count > 1:
     files.atomic_write_bytes(out / manifest.MANIFEST, manifest.jsonl(merged[k] for k in sorted(merged)))
@@ -48,6 +48,7 @@ def write_summary(
   psnr, _, psnr_inf = mean('psnr')
 
   steps = job.stats['steps'] if job is not None else 0
+  all_steps = steps if all_steps is None else all_steps
   summary = {
     'total': len(listed),
     'ok': len(ok),
@@ -60,8 +61,10 @@ def write_summary(
     'mean_seconds': mean('seconds')[0],
     'wall_seconds': round(wall, 3),
     'images_steps_per_second_process0': round(steps / wall, 3) if wall > 0 else None,
+    'images_steps_per_second': round(all_steps / wall, 3) if wall > 0 else None,
     'num_processes': job.process_count if job else 1,
-    'num_devices_per_process': job.mesh.shape[mesh.DATA_AXIS] if job else None,
+    'num_devices_per_process': len(job.mesh.local_devices) if job else None,
+    'mesh': ('global' if job.procs.lockstep else 'local') if job else None,
     'fingerprint': job.fingerprint if job else None,
     'preempted': preempted,
     'failures': [
