@@ -69,6 +69,22 @@ def test_settings_are_checked_and_fingerprinted(assets):  # noqa: F811
   ) != fingerprint.digest(off)
 
 
+@pytest.fixture(scope='module')
+def reference(assets, tmp_path_factory):  # noqa: F811
+  """5 images through 2 slots with early stop, uninterrupted: the run the other tests compare with."""
+  root = tmp_path_factory.mktemp('refill')
+  names = write_images(root / 'in', 5)
+  cfg = make_config(assets, root / 'in', root / 'ref', batch_size=2, iterations=40, **STOP)
+  calls = []
+  merge = refill._merge
+  refill._merge = lambda *a: calls.append(1) or merge(*a)
+  try:
+    summary = job.run(cfg)
+  finally:
+    refill._merge = merge
+  return {'folder': root / 'in', 'names': names, 'cfg': cfg, 'summary': summary, 'merges': len(calls)}
+
+
 def _solo_runs(assets, folder, names, tmp_path, **overrides):  # noqa: F811
   """Each image alone (one slot), in its own folder under the same name (hence the same key)."""
   out = {}
@@ -82,20 +98,14 @@ def _solo_runs(assets, folder, names, tmp_path, **overrides):  # noqa: F811
   return out
 
 
-def test_refill_gives_every_image_its_solo_result(assets, tmp_path, monkeypatch):  # noqa: F811
-  d = tmp_path / 'in'
-  names = write_images(d, 5)
-  calls = []
-  merge = refill._merge
-  monkeypatch.setattr(refill, '_merge', lambda *a: calls.append(1) or merge(*a))
-  cfg = make_config(assets, d, tmp_path / 'out', batch_size=2, iterations=40, **STOP)
-  s = job.run(cfg)
-  assert s['exit_code'] == 0 and s['ok'] == 5
+def test_refill_gives_every_image_its_solo_result(assets, reference, tmp_path):  # noqa: F811
+  cfg, names = reference['cfg'], reference['names']
+  assert reference['summary']['exit_code'] == 0 and reference['summary']['ok'] == 5
   assert_complete(cfg.job.output_dir, names)  # each image once, no checkpoint left
   steps = {r['name']: r['steps'] for r in manifest(cfg.job.output_dir)}
   assert len(set(steps.values())) >= 3 and max(steps.values()) < 40, steps  # different stops, all early
-  assert len(calls) >= 3  # slots really were refilled (the first fill and at least two refills)
-  solo = _solo_runs(assets, d, names, tmp_path)
+  assert reference['merges'] >= 3  # slots really were refilled (the first fill and at least two refills)
+  solo = _solo_runs(assets, reference['folder'], names, tmp_path)
   for name in names:
     stem = name[:-4]
     a, _ = load_result(cfg.job.output_dir, stem)
@@ -124,12 +134,11 @@ def test_criterion_off_is_the_plain_job(assets, tmp_path, monkeypatch):  # noqa:
     np.testing.assert_allclose(a['loss_history'], res.loss_history[i], atol=2e-5, rtol=1e-4)
 
 
-def test_refill_sigterm_then_resume_equals_uninterrupted(assets, tmp_path, monkeypatch):  # noqa: F811
-  d = tmp_path / 'in'
-  names = write_images(d, 5)
-  ref = make_config(assets, d, tmp_path / 'ref', batch_size=2, iterations=40, **STOP)
-  job.run(ref)
-  cfg = make_config(assets, d, tmp_path / 'out', batch_size=2, iterations=40, checkpoint_every=7, **STOP)
+def test_refill_sigterm_then_resume_equals_uninterrupted(assets, reference, tmp_path, monkeypatch):  # noqa: F811
+  ref, names = reference['cfg'], reference['names']
+  cfg = make_config(
+    assets, reference['folder'], tmp_path / 'out', batch_size=2, iterations=40, checkpoint_every=7, **STOP
+  )
   original, calls = inversion.run_steps_jit, []
 
   def call_then_sigterm(*args, **kwargs):
@@ -163,15 +172,13 @@ def _run_cli(args, tmp_path, fault=None):
   return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize('fault', ['call:25', 'write:3'])
-def test_refill_survives_kill9_with_an_exact_resume(assets, tmp_path, fault):  # noqa: F811
-  d = tmp_path / 'in'
-  names = write_images(d, 5)
-  ref = make_config(assets, d, tmp_path / 'ref', batch_size=2, iterations=40, **STOP)
-  job.run(ref)
-  cfg = make_config(assets, d, tmp_path / 'out', batch_size=2, iterations=40, checkpoint_every=7, **STOP)
+def test_refill_survives_kill9_with_an_exact_resume(assets, reference, tmp_path):  # noqa: F811
+  ref, names = reference['cfg'], reference['names']
+  cfg = make_config(
+    assets, reference['folder'], tmp_path / 'out', batch_size=2, iterations=40, checkpoint_every=7, **STOP
+  )
   args = cli_args(cfg) + [f'--config.{k}={v}' for k, v in STOP.items()]
-  p = _run_cli(args, tmp_path, fault)
+  p = _run_cli(args, tmp_path, 'call:25')  # between the checkpoints after 21 and 28 steps, images recorded
   assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
   p = _run_cli(args, tmp_path)
   assert p.returncode == 0, p.stderr[-3000:]
