@@ -16,6 +16,7 @@ from pmsfc_jax.core import optimizers
 from pmsfc_jax.core import presets
 from pmsfc_jax.evaluation import metrics
 from pmsfc_jax.jobs import convergence
+from pmsfc_jax.jobs import plots
 from pmsfc_jax.jobs import reproduce
 from pmsfc_jax.jobs.invert import fingerprint
 from tests import configs
@@ -83,6 +84,16 @@ def test_log_steps_and_steps_to_reach():
   assert convergence.steps_to_reach([1, 2, 4], [10.0, 20.0, 30.0], 15.0) == 2
   assert convergence.steps_to_reach([1, 2, 4], [10.0, 20.0, 30.0], 31.0) is None
   assert convergence.steps_to_reach([1, 2, 4], [0.5, 0.3, 0.1], 0.3, higher_is_better=False) == 2
+
+
+def test_best_envelope_and_the_plot(tmp_path):
+  curves = {'a': ([1, 2, 4], [10.0, 12.0, 11.0]), 'b': ([2, 4, 8], [13.0, 9.0, 14.0])}
+  # max over curves per step: 10, 13, 11, 14; then the best within s steps: 10, 13, 13, 14.
+  assert convergence.best_envelope(curves) == ([1, 2, 4, 8], [10.0, 13.0, 13.0, 14.0])
+  out = plots.plot_convergence(
+    {'reconstruct': {'pmsfc_adam_0.03': curves['a'], 'mganprior_sgd_1': curves['b']}}, tmp_path / 'c.png'
+  )
+  assert out.exists() and len(out.read_bytes()) > 1000
 
 
 def test_random_partition_keeps_the_subspace_sizes():

@@ -93,3 +93,14 @@ def steps_to_reach(
     if (v >= target) if higher_is_better else (v <= target):
       return int(s)
   return None
+
+
+def best_envelope(curves: dict[str, tuple[Sequence[int], Sequence[float]]]) -> tuple[list[int], list[float]]:
+  """The best value any curve reached within s steps, for every recorded s: the max over curves at each
+  step, then the running max over steps (a budget of s steps can stop at any earlier step)."""
+  best: dict[int, float] = {}
+  for steps, values in curves.values():
+    for s, v in zip(steps, values):
+      best[int(s)] = max(float(v), best.get(int(s), -np.inf))
+  xs = sorted(best)
+  return xs, np.maximum.accumulate([best[x] for x in xs]).tolist()

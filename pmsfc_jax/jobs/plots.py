@@ -27,6 +27,7 @@ from pmsfc_jax.core import clustering
 from pmsfc_jax.core import editing
 from pmsfc_jax.io import files
 from pmsfc_jax.io import images as images_lib
+from pmsfc_jax.jobs import convergence
 from pmsfc_jax.models import pggan
 
 
@@ -158,27 +159,31 @@ def exchange_grids(
 
 
 def plot_convergence(curves: dict, path) -> epath.Path:
-  """Mean PSNR against steps (log x), one panel per task, one thin line per setting and each method's
-  best envelope (the highest mean over its settings at each step) in bold (``bench_convergence.py``).
+  """Mean PSNR against steps (log x), one panel per task, one thin line per setting (solid: Adam at a
+  constant lr, dashed: SGD, dotted: a schedule, dash-dot: the random partition) and each method's best
+  envelope in bold: at each step the best mean any of its settings reached within that many steps (a
+  budget of s steps can stop at any earlier step) (``bench_convergence.py``).
 
   ``curves``: {task: {setting: (steps, mean PSNR)}}; a setting's method is its name up to ``_``."""
   plt = _plt()
   tasks = [t for t in curves if curves[t]]
   fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.8), squeeze=False)
   colours = {'pmsfc': 'tab:red', 'mganprior': 'tab:blue'}
+
+  def style(name: str) -> str:
+    return '-.' if name.endswith('_random') else ':' if 'cosine' in name else '--' if '_sgd_' in name else '-'
+
   for ax, task in zip(axes[0], tasks):
-    envelope: dict = {}
     for name, (steps, psnr) in sorted(curves[task].items()):
       method = name.split('_')[0]
-      ax.plot(steps, psnr, color=colours.get(method, 'gray'), lw=0.8, alpha=0.45)
+      ax.plot(steps, psnr, style(name), color=colours.get(method, 'gray'), lw=0.9, alpha=0.55)
       ax.annotate(name.split('_', 1)[1], (steps[-1], psnr[-1]), fontsize=6, alpha=0.7)
-      for s, v in zip(steps, psnr):
-        envelope.setdefault(method, {})[s] = max(v, envelope.get(method, {}).get(s, -np.inf))
-    for method, env in envelope.items():
-      xs = sorted(env)
-      ax.plot(xs, [env[s] for s in xs], color=colours.get(method, 'gray'), lw=2.6, label=f'{method} (best)')
+    for method in sorted({name.split('_')[0] for name in curves[task]}):
+      own = {k: v for k, v in curves[task].items() if k.split('_')[0] == method and not k.endswith('_random')}
+      xs, ys = convergence.best_envelope(own)
+      ax.plot(xs, ys, color=colours.get(method, 'gray'), lw=2.6, label=f'{method}: best within s steps')
     ax.set_xscale('log')
-    ax.set(title=task, xlabel='steps', ylabel='mean PSNR (dB)')
+    ax.set(title=task, xlabel='steps s', ylabel='mean PSNR (dB)')
     ax.grid(True, which='both', alpha=0.3)
     ax.legend(loc='lower right')
   fig.tight_layout()
