@@ -38,6 +38,8 @@ import json
 import os
 import pathlib
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app
 from absl import flags
@@ -46,6 +48,7 @@ from etils import epath
 
 from pmsfc_jax.core import clustering
 from pmsfc_jax.core import config
+from pmsfc_jax.core import early_stop
 from pmsfc_jax.core import presets
 from pmsfc_jax.io import files
 from pmsfc_jax.io import images
@@ -293,8 +296,63 @@ def report(results: dict) -> str:
       )
     header = ['setting'] + [f'PSNR @{s}' for s in shown] + ['LPIPS-Alex @last', 'ms / image-step']
     lines += [tables.markdown(header, body), '']
-    lines += _reach_table(task, res) + _wins_table(task, res)
+    lines += _reach_table(task, res) + _wins_table(task, res) + _criterion_table(task, res)
   return '\n'.join(lines) + '\n'
+
+
+def stop_steps(history: np.ndarray, window: int, tolerance: float) -> np.ndarray:
+  """Per face, the step at which ``early_stop.converged`` first holds on its recorded loss history (the
+  last step if never): where early stop would have stopped it."""
+  total = history.shape[1]
+  steps = jnp.arange(1, total + 1)
+  fired = jax.vmap(lambda h: jax.vmap(lambda s: early_stop.converged(h, s, window, tolerance))(steps))(
+    jnp.asarray(history, jnp.float32)
+  )
+  fired = np.asarray(fired)
+  return np.where(fired.any(1), fired.argmax(1) + 1, total)
+
+
+def _criterion_table(task: str, res: dict) -> list[str]:
+  """Early stop's criterion on PmSFC's best constant setting, replayed on its loss histories: where each
+  (window, tolerance) would have stopped the faces and the PSNR there (at the last recorded step before)."""
+  best = best_constant(res, 'pmsfc', _ADAM_STEPS.value)
+  path = epath.Path(_OUT.value) / task / f'{best}.loss.npy'
+  if best is None or not path.exists():
+    return []
+  r, history = res[best], np.load(path)
+  steps, psnr = np.asarray(r['steps']), np.asarray(r['metrics']['psnr'])
+  final = psnr[-1].mean()
+  body = []
+  for window in (50, 100, 200):
+    for tol in (0.005, 0.01, 0.02, 0.05):
+      stop = stop_steps(history, window, tol)
+      at = np.clip(np.searchsorted(steps, stop, side='right') - 1, 0, len(steps) - 1)
+      p = psnr[at, np.arange(len(stop))].mean()
+      saved = 1 - stop.mean() / history.shape[1]
+      body.append(
+        [
+          window,
+          tol,
+          f'{stop.mean():.0f} ({stop.min()}-{stop.max()})',
+          f'{saved:.0%}',
+          f'{p:.2f}',
+          f'{p - final:+.2f}',
+        ]
+      )
+  header = [
+    'window',
+    'tolerance',
+    'mean stop step (range)',
+    'steps saved',
+    'PSNR at the stop',
+    'vs all steps',
+  ]
+  return [
+    f'Early stop replayed on `{best}` ({history.shape[1]} steps, final {final:.2f} dB):',
+    '',
+    tables.markdown(header, body),
+    '',
+  ]
 
 
 def best_setting(res: dict, method: str) -> str | None:
