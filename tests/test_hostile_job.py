@@ -326,20 +326,6 @@ def test_train_pggan_sigterm_saves_the_step_and_exits_143(photo_folder, tmp_path
   assert [r['step'] for r in rows] == [2, 4]
 
 
-def test_train_pggan_does_not_wait_on_the_device_every_step(photo_folder, tmp_path, monkeypatch):
-  get, waits = jax.device_get, []
-  monkeypatch.setattr(jax, 'device_get', lambda x: waits.append(1) or get(x))
-  blocked = []
-  block = jax.block_until_ready
-  monkeypatch.setattr(jax, 'block_until_ready', lambda x: blocked.append(1) or block(x))
-  train_pggan.train(_tiny_config(photo_folder, 4), str(tmp_path / 'run'))
-  # 4 steps in windows of 2, a checkpoint after each window: one device_get per metrics window and one
-  # per checkpoint save, none per step (before: one more per step, 8 in all); InFlight waits for all but
-  # the last dispatched step (the host stays one step ahead), never for the step it just dispatched.
-  assert len(waits) == 2 + 2, len(waits)
-  assert len(blocked) == 3, len(blocked)
-
-
 def test_exit_statuses_are_distinct_and_evaluate_agrees():
   codes = [exit_codes.OK, exit_codes.SOME_FAILED, exit_codes.USAGE, exit_codes.LOCKED, exit_codes.PREEMPTED]
   assert len(set(codes)) == 5
