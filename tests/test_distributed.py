@@ -3,9 +3,10 @@
 A pod here: 2 local processes with 2 forced CPU devices each, gloo collectives, a coordinator on
 127.0.0.1 (a free port), the tiny 16x16 generator of tests/test_invert_job.py and a handful of images. Each
 pod is a few tens of seconds on a loaded 2-core machine (imports and compilation, twice), so scenarios
-share runs: one clean run on the global mesh, and one chain of reruns on the same folder (SIGTERM to one
-process, then kill -9 of one process, then the finishing run, on host meshes). Every wait is bounded and
-every child is killed in a ``finally``.
+share runs: one clean run on the global mesh, one chain of reruns on the same folder (SIGTERM to one
+process, then kill -9 of one process, then the finishing run, on host meshes), and one of early stop with
+refill on the global mesh (SIGTERM to one process, then the finishing run). Every wait is bounded and every
+child is killed in a ``finally``.
 """
 
 import dataclasses

@@ -9,7 +9,8 @@ discarded once the batch's results are recorded. Where (``core/mesh.py`` for the
   ``OUT/.checkpoints/p<process>``, saved by that process alone (no cross-host barrier);
 * the global mesh: ``OUT/.checkpoints/global``, ONE checkpoint of the global batch, saved and restored by
   every process together (orbax: each process writes the rows it holds), in lockstep. Its metadata names
-  the images of every process (``names[i]``: process i's rows). A rerun with the same process count
+  the images of every process (``names[i]``: process i's rows; with early stop, process i's refill slots,
+  :func:`check_slots`). A rerun with the same process count
   resumes it exactly; with another process count the shares differ, so it is not resumed (the batch
   restarts from step 0, never a mix of states), and folders of another layout are removed at start-up.
 
