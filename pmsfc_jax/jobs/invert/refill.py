@@ -46,7 +46,6 @@ from pmsfc_jax.core import inversion
 from pmsfc_jax.core import loops
 from pmsfc_jax.core import mesh
 from pmsfc_jax.core import objective
-from pmsfc_jax.io import images
 from pmsfc_jax.io import listing
 from pmsfc_jax.jobs.invert import batch_state
 from pmsfc_jax.jobs.invert import context
@@ -77,9 +76,7 @@ def run(job: context.Job, todo: list[listing.InputItem], share: list[listing.Inp
   c = job.cfg
   own_rows = job.batch_shape // job.process_count if job.procs.lockstep else job.batch_shape
   slots, dev = Slots(own_rows, job.input_size), _Device(job)
-  load = lambda it: images.load_image(
-    it.path, size=job.input_size, crop=c.task.crop, max_bytes=c.job.max_input_bytes
-  )
+  load = prefetch.loader(job)  # the plain loop's decoding (task.align='face' included)
   resumed = _resume(job, dev, share, todo, slots, load)
   queue = [it for it in todo if it.name not in set(slots.names())]
   feed = iter(
