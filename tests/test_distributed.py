@@ -3,9 +3,10 @@
 A pod here: 2 local processes with 2 forced CPU devices each, gloo collectives, a coordinator on
 127.0.0.1 (a free port), the tiny 16x16 generator of tests/test_invert_job.py and a handful of images. Each
 pod is a few tens of seconds on a loaded 2-core machine (imports and compilation, twice), so scenarios
-share runs: one clean run on the global mesh, and one chain of reruns on the same folder (SIGTERM to one
-process, then kill -9 of one process, then the finishing run, on host meshes). Every wait is bounded and
-every child is killed in a ``finally``.
+share runs: one clean run on the global mesh, one chain of reruns on the same folder (SIGTERM to one
+process, then kill -9 of one process, then the finishing run, on host meshes), and one of early stop with
+refill on the global mesh (SIGTERM to one process, then the finishing run). Every wait is bounded and every
+child is killed in a ``finally``.
 """
 
 import dataclasses
@@ -36,6 +37,7 @@ from tests.test_invert_job import REPO  # noqa: F401
 from tests.test_invert_job import assert_same_results  # noqa: F401
 from tests.test_invert_job import assets  # noqa: F401
 from tests.test_invert_job import cli_args  # noqa: F401
+from tests.test_invert_job import load_result  # noqa: F401
 from tests.test_invert_job import make_config  # noqa: F401
 from tests.test_invert_job import manifest  # noqa: F401
 from tests.test_invert_job import write_images  # noqa: F401
@@ -282,6 +284,66 @@ def manifest_lines(out):
   """Every process's manifest lines (before the merge), sorted by name."""
   recs = [json.loads(x) for p in sorted(out.glob('manifest.p*.jsonl')) for x in p.read_text().splitlines()]
   return sorted(recs, key=lambda r: r['name'])
+
+
+# Early stop with refill (tests/test_refill.py's settings: images stop at different steps, 18-24, below the cap).
+STOP = {'job.stop_tolerance': 0.05, 'job.stop_window': 3}
+
+
+def test_pod_early_stop_with_refill_preempted_then_finished(assets, tmp_path):  # noqa: F811
+  """Early stop with continuous refill on the global mesh: 7 images (shares of 4 and 3; process 1's second
+  is truncated), a global batch of 4 = 2 slots per process, so process 1 runs out of images first and keeps
+  its rows frozen while process 0 refills. SIGTERM to process 1 only, late enough that images have been
+  recorded and slots refilled -> both exit 143 after the same call (one global slot checkpoint); the rerun
+  resumes it and finishes: every image once, the bad one an error, every other with the steps, loss curve
+  and codes of the single-process refill run (in this process; 2 slots on 2 devices, one row per device as
+  on the pod: with both rows on one device XLA rounds differently, and Adam grows that to 1e-3 in a curve)."""
+  d = tmp_path / 'in'
+  names = write_images(d, 7)
+  (d / names[3]).write_bytes((d / names[3]).read_bytes()[:60])
+  ref = make_config(
+    assets, d, tmp_path / 'ref', batch_size=2, iterations=40, **STOP, **{'job.num_devices': 2}
+  )
+  assert job.run(ref)['exit_code'] == 1
+  steps = {r['name']: r['steps'] for r in manifest(ref.job.output_dir) if r['status'] == 'ok'}
+  assert len(set(steps.values())) >= 3 and max(steps.values()) < 40, steps
+  config = make_config(assets, d, tmp_path / 'out', batch_size=4, iterations=40, checkpoint_every=0, **STOP)
+  args = cli_args(config) + [f'--config.{k}={v}' for k, v in STOP.items()]
+  out = pathlib.Path(config.job.output_dir)
+
+  # 1. SIGTERM to process 1 at its 20th call (slowed calls: the notice is agreed before the last one).
+  slow = {'PMSFC_CALL_DELAY_S': '0.15'}
+  runner = args[:2] + ['tests.fault_runner'] + args[2:]
+  runs = run_pod([runner] * 2, tmp_path, (slow, {**slow, 'PMSFC_FAULT': 'call:20:SIGTERM'}), 'refill_term')
+  _check(runs, [143, 143])
+  saved = [re.findall(r'preempted: slot state saved after (\d+) steps', r.stderr) for r in runs]
+  assert saved[0] == saved[1] and len(saved[0]) == 1 and int(saved[0][0]) >= 20, saved
+  points = [re.findall(r'agreed by every process at sync point (\d+)', r.stderr) for r in runs]
+  assert points[0] == points[1] and len(points[0]) == 1, points
+  assert (out / batch_state.CHECKPOINTS / batch_state.GLOBAL).is_dir()
+  recorded = [r['name'] for r in manifest_lines(out)]
+  assert len(recorded) == len(set(recorded)) < 7, recorded
+
+  # 2. The rerun resumes the slots of both processes at their own steps and finishes.
+  runs = run_pod([args] * 2, tmp_path, label='refill_finish')
+  _check(runs, [1, 1])
+  assert all(f'slots after {saved[0][0]} steps' in r.stderr for r in runs), runs[0].stderr[-3000:]
+  recs = manifest(out)
+  assert [r['name'] for r in recs] == names and [r['name'] for r in manifest_lines(out)] == names  # once
+  assert [r['status'] for r in recs] == ['ok'] * 3 + ['error'] + ['ok'] * 3 and 'truncated' in recs[3][
+    'error'
+  ]
+  assert {r['process'] for r in recs} == {0, 1}
+  assert all('total 7: ok 6, failed 1, pending 0' in r.stdout for r in runs)
+  assert not list((out / batch_state.CHECKPOINTS).iterdir())
+  assert {r['name']: r['steps'] for r in recs if r['status'] == 'ok'} == steps
+  for name, n in steps.items():
+    a, _ = load_result(out, name[:-4])
+    b, _ = load_result(ref.job.output_dir, name[:-4])
+    assert int(a['step']) == int(b['step']) == n
+    np.testing.assert_allclose(a['loss_history'][:n], b['loss_history'][:n], rtol=1e-5, atol=1e-6)
+    assert np.isnan(a['loss_history'][n:]).all()
+    np.testing.assert_allclose(a['codes'], b['codes'], atol=2e-5, rtol=1e-4)
 
 
 def test_hosts_that_list_different_inputs_are_refused(assets, tmp_path):  # noqa: F811

@@ -9,7 +9,8 @@ discarded once the batch's results are recorded. Where (``core/mesh.py`` for the
   ``OUT/.checkpoints/p<process>``, saved by that process alone (no cross-host barrier);
 * the global mesh: ``OUT/.checkpoints/global``, ONE checkpoint of the global batch, saved and restored by
   every process together (orbax: each process writes the rows it holds), in lockstep. Its metadata names
-  the images of every process (``names[i]``: process i's rows). A rerun with the same process count
+  the images of every process (``names[i]``: process i's rows; with early stop, process i's refill slots,
+  :func:`check_slots`). A rerun with the same process count
   resumes it exactly; with another process count the shares differ, so it is not resumed (the batch
   restarts from step 0, never a mix of states), and folders of another layout are removed at start-up.
 
@@ -63,6 +64,18 @@ def batch_meta(names: Sequence[str], batch_shape: int, fingerprint: str, input_s
   return dict(meta, digest=_digest(meta))
 
 
+def _split(names: Any, process: Optional[tuple[int, int]]) -> tuple[Any, Any]:
+  """(this process's names, every name) of a checkpoint's ``names``: a list of process i's lists on the
+  global mesh (``process=(i, n)``), else one list, this process's."""
+  if process is None:
+    return names, names
+  if not (isinstance(names, list) and all(isinstance(n, list) for n in names)):
+    raise Unusable('it is not the checkpoint of a global batch')
+  if len(names) != process[1]:
+    raise Unusable(f'it was saved by {len(names)} processes, not {process[1]}: the shares differ')
+  return names[process[0]], [n for rows in names for n in rows]
+
+
 def check_meta(
   meta: Any,
   step: int,
@@ -78,14 +91,8 @@ def check_meta(
   or :class:`Unusable` (see the module docstring)."""
   if not isinstance(meta, dict) or meta.get('digest') != _digest(meta):
     raise Unusable('its metadata is not in the current format or does not match its digest')
-  names, shape = meta.get('names'), meta.get('batch_shape')
-  own = names
-  if process is not None:
-    if not (isinstance(names, list) and all(isinstance(n, list) for n in names)):
-      raise Unusable('it is not the checkpoint of a global batch')
-    if len(names) != process[1]:
-      raise Unusable(f'it was saved by {len(names)} processes, not {process[1]}: the shares differ')
-    own, names = names[process[0]], [n for rows in names for n in rows]
+  own, names = _split(meta.get('names'), process)
+  shape = meta.get('batch_shape')
   if meta.get('fingerprint') != fingerprint:
     raise Unusable('it belongs to another configuration')
   if meta.get('input_size') != input_size:
@@ -109,13 +116,21 @@ def check_meta(
 
 
 def check_slots(
-  meta: Any, fingerprint: str, input_size: int, batch_shape: int, share: Sequence[str]
+  meta: Any,
+  fingerprint: str,
+  input_size: int,
+  batch_shape: int,
+  share: Sequence[str],
+  process: Optional[tuple[int, int]] = None,
 ) -> list[str]:
-  """The slot names (``''`` = empty) of a resumable refill checkpoint (``refill.py``), or :class:`Unusable`:
-  the same checks as :func:`check_meta`, with one name per row of the current batch shape."""
+  """The slot names (``''`` = empty) of a resumable refill checkpoint (``refill.py``; ``process=(i, n)``,
+  the global mesh: process i's slots), or :class:`Unusable`: the same checks as :func:`check_meta`, with
+  one name per row of the current batch shape (in lockstep the same process count and equal shares)."""
   if not isinstance(meta, dict) or meta.get('digest') != _digest(meta):
     raise Unusable('its metadata is not in the current format or does not match its digest')
-  names = meta.get('names')
+  own, names = _split(meta.get('names'), process)
+  if process is not None and any(len(rows) != batch_shape // process[1] for rows in meta['names']):
+    raise Unusable(f'its slots do not match the current batch shape {batch_shape}')
   if meta.get('fingerprint') != fingerprint:
     raise Unusable('it belongs to another configuration')
   if meta.get('input_size') != input_size:
@@ -127,13 +142,13 @@ def check_slots(
   held = [n for n in names if n]
   if len(set(held)) != len(held):
     raise Unusable('it names an image twice')
-  missing = set(held) - set(share)
+  missing = {n for n in own if n} - set(share)
   if missing:
     raise Unusable(
       f"{len(missing)} of its images are not in this process's share of the current inputs (the input list or "
       'the process count changed)'
     )
-  return list(names)
+  return list(own)
 
 
 class BatchCheckpoint:
@@ -159,10 +174,16 @@ class BatchCheckpoint:
     rows = [list(n) for n in names] if self.procs.lockstep else list(names[0])
     return batch_meta(rows, batch_shape, fingerprint, input_size)
 
+  def _process(self) -> Optional[tuple[int, int]]:
+    return (self.procs.index, self.procs.count) if self.procs.lockstep else None
+
   def check(self, meta: Any, step: int, *args: Any) -> list[str]:
     """:func:`check_meta` (its arguments after ``step``) -> this process's names of the batch."""
-    process = (self.procs.index, self.procs.count) if self.procs.lockstep else None
-    return check_meta(meta, step, *args, process=process)
+    return check_meta(meta, step, *args, process=self._process())
+
+  def check_slots(self, meta: Any, *args: Any) -> list[str]:
+    """:func:`check_slots` (its arguments after ``meta``) -> this process's slot names."""
+    return check_slots(meta, *args, process=self._process())
 
   def latest(self) -> Optional[tuple[int, dict]]:
     """(step, meta) of the saved batch, or None; :class:`Unusable` when it cannot be read. In lockstep every

@@ -115,11 +115,6 @@ def validate(cfg: config.InvertConfig, procs: Optional[multihost.Processes] = No
   models and masks, the devices and the input listing (``ConfigError`` naming the flag)."""
   j = cfg.job
   _setting('--output_dir', j.output_dir, listing.check_output_dir, j.images, j.output_dir)
-  if j.stop_tolerance > 0 and procs is not None and procs.lockstep:
-    raise config.ConfigError(
-      '--config.job.stop_tolerance: early stop with refill runs on one process or with --config.job.mesh=host '
-      '(not yet in lockstep on the global mesh)'
-    )
   if cfg.task.align == 'face' and faces.missing():
     raise config.ConfigError(f'--config.task.align=face: {faces.missing()}')
   gen = _setting('--generator', cfg.model.generator, checkpoints.load_generator, cfg.model.generator)
