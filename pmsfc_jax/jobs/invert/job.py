@@ -376,7 +376,8 @@ def _optimise(
     )
     step += ran[0] - before
     job.stats['steps'] += (ran[0] - before) * n
-    job.stats['slot_steps'] += (ran[0] - before) * batch_shape  # the device's work, padding included
+    rows = batch_shape // job.process_count if job.procs.lockstep else batch_shape  # this process's rows
+    job.stats['slot_steps'] += (ran[0] - before) * rows  # the device's work, padding included
     if job.preempt.requested and step < iters:
       job.ckpt.save(step, state, meta)
       logging.warning('preempted: batch state saved at step %d/%d in %s', step, iters, job.ckpt.dir)
