@@ -39,7 +39,15 @@ setup(
     # torch: the PyTorch parity tests, on Python < 3.12 only (CI's first leg); on 3.12 (CI's second leg, the
     # newest jax) they skip naming leg 1. setuptools>=70.1 builds wheels without the 'wheel' package
     # (test_demo_model runs 'pip wheel --no-build-isolation'; 3.12 venvs ship no setuptools, 3.11 ones 65.5).
-    'test': ['torch==2.13.0; python_version < "3.12"', 'pytest', 'chex', 'scikit-image', 'setuptools>=70.1'],
+    # pytest-xdist: the suite runs on 2 workers (-n 2 --dist loadfile: a file's module fixtures built once).
+    'test': [
+      'torch==2.13.0; python_version < "3.12"',
+      'pytest',
+      'pytest-xdist',
+      'chex',
+      'scikit-image',
+      'setuptools>=70.1',
+    ],
     # Ahead-of-time compilation for TPU topologies without a TPU (launch.plan, tests/test_plan.py): libtpu.
     'tpu': ['jax[tpu]>=0.10,<0.13'],
     'lint': ['ruff==0.17.6'],  # formatter + linter, configured in pyproject.toml
