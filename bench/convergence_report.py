@@ -78,17 +78,29 @@ def stop_steps(history: np.ndarray, window: int, tolerance: float) -> np.ndarray
 
 
 def _criterion_table(task: str, res: dict, adam_steps: int, out: epath.Path) -> list[str]:
-  """Early stop's criterion on PmSFC's best constant setting, replayed on its loss histories: where each
-  (window, tolerance) would have stopped the faces and the PSNR there (at the last recorded step before)."""
+  """Early stop's criterion on PmSFC's best constant setting, replayed on its loss histories (the
+  ``--adam_steps`` run and the longer run of the same setting, ``<best>_<steps>``): where each (window,
+  tolerance) would have stopped the faces and the PSNR there (at the last recorded step at or before the
+  stop: a lower bound)."""
   best = best_constant(res, 'pmsfc', adam_steps)
-  path = epath.Path(out) / task / f'{best}.loss.npy'
-  if best is None or not path.exists():
+  if best is None:
     return []
-  r, history = res[best], np.load(path)
+  longer = sorted((k for k in res if k.startswith(f'{best}_') and k[len(best) + 1 :].isdigit()), key=len)
+  lines = []
+  for name in [best, *longer]:
+    path = epath.Path(out) / task / f'{name}.loss.npy'
+    if path.exists():
+      lines += _replay(name, res[name], np.load(path))
+  return lines
+
+
+def _replay(name: str, r: dict, history: np.ndarray) -> list[str]:
   steps, psnr = np.asarray(r['steps']), np.asarray(r['metrics']['psnr'])
   final = psnr[-1].mean()
   body = []
-  for window in (50, 100, 200):
+  for window in (50, 100, 200, 400):
+    if window >= history.shape[1]:
+      continue
     for tol in (0.005, 0.01, 0.02, 0.05):
       stop = stop_steps(history, window, tol)
       at = np.clip(np.searchsorted(steps, stop, side='right') - 1, 0, len(steps) - 1)
@@ -113,7 +125,7 @@ def _criterion_table(task: str, res: dict, adam_steps: int, out: epath.Path) -> 
     'vs all steps',
   ]
   return [
-    f'Early stop replayed on `{best}` ({history.shape[1]} steps, final {final:.2f} dB):',
+    f'Early stop replayed on `{name}` ({history.shape[1]} steps, final {final:.2f} dB):',
     '',
     tables.markdown(header, body),
     '',

@@ -80,3 +80,22 @@ def test_criterion_replay_equals_a_loop_over_the_definition(window, tolerance):
 
   assert got.tolist() == [first(h) for h in history]
   assert got[1] <= 10 + window + 1
+
+
+def test_criterion_is_replayed_on_the_best_setting_and_its_longer_run(tmp_path):
+  res = _sweep()
+  res['pmsfc_adam_0.03_3200'] = _result(
+    0.03, 'adam', [*STEPS, 3200], [*_sweep()['pmsfc_adam_0.03']['metrics']['psnr'], [33, 34]]
+  )
+  (tmp_path / 'reconstruct').mkdir()
+  flat = np.ones((2, 1600))
+  flat[:, :100] = np.linspace(2, 1, 100)  # flat after step 100: stops at 100 + window (+1)
+  np.save(tmp_path / 'reconstruct' / 'pmsfc_adam_0.03.loss.npy', flat)
+  np.save(tmp_path / 'reconstruct' / 'pmsfc_adam_0.03_3200.loss.npy', np.ones((2, 3200)))
+  text = '\n'.join(cr._criterion_table('reconstruct', res, 1600, tmp_path))
+  assert 'replayed on `pmsfc_adam_0.03` (1600 steps, final 32.50 dB)' in text
+  assert 'replayed on `pmsfc_adam_0.03_3200` (3200 steps, final 33.50 dB)' in text
+  # Window 50 on the first: the best loss is 1 from step 100 on, so every face stops at step 150 (the best
+  # of its first 100 steps equals the best of 150); PSNR at the last recorded step before, 100: 2.5 dB.
+  assert '| 50 | 0.0050 | 150 (150-150) | 91% | 2.50 | -30.00 |' in text
+  assert '| 400 | 0.0050 | 500 (500-500) | 69% | 8.50 | -24.00 |' in text
