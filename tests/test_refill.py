@@ -1,12 +1,16 @@
 """Issue 19: early stop per image (core/early_stop.py) and the batch job's continuous refill
 (jobs/invert/refill.py): slots, exact results, preemption, kill -9."""
 
+import collections
+import logging
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -69,20 +73,45 @@ def test_settings_are_checked_and_fingerprinted(assets):  # noqa: F811
   ) != fingerprint.digest(off)
 
 
+class _CompileLog(logging.Handler):
+  """Collects the names of the functions XLA compiles (``jax.log_compiles``' lines)."""
+
+  def __init__(self, names: list):
+    super().__init__(logging.DEBUG)
+    self.names = names
+
+  def emit(self, record):
+    if m := re.match(r'Finished XLA compilation of jit\((\w+)\)', record.getMessage()):
+      self.names.append(m.group(1))
+
+
 @pytest.fixture(scope='module')
 def reference(assets, tmp_path_factory):  # noqa: F811
   """5 images through 2 slots with early stop, uninterrupted: the run the other tests compare with."""
   root = tmp_path_factory.mktemp('refill')
   names = write_images(root / 'in', 5)
   cfg = make_config(assets, root / 'in', root / 'ref', batch_size=2, iterations=40, **STOP)
-  calls = []
-  merge = refill._merge
+  calls, lengths, compiled = [], set(), []
+  merge, steps = refill._merge, refill._Device.steps
   refill._merge = lambda *a: calls.append(1) or merge(*a)
+  refill._Device.steps = lambda self, state, n: lengths.add(n) or steps(self, state, n)
+  handler = _CompileLog(compiled)
+  logging.getLogger('jax._src.dispatch').addHandler(handler)
   try:
-    summary = job.run(cfg)
+    with jax.log_compiles(True):
+      summary = job.run(cfg)
   finally:
-    refill._merge = merge
-  return {'folder': root / 'in', 'names': names, 'cfg': cfg, 'summary': summary, 'merges': len(calls)}
+    refill._merge, refill._Device.steps = merge, steps
+    logging.getLogger('jax._src.dispatch').removeHandler(handler)
+  return {
+    'folder': root / 'in',
+    'names': names,
+    'cfg': cfg,
+    'summary': summary,
+    'merges': len(calls),
+    'compiled': collections.Counter(compiled),  # XLA compilations by function name
+    'lengths': lengths,
+  }
 
 
 def _solo_runs(assets, folder, names, tmp_path, **overrides):  # noqa: F811
@@ -105,6 +134,12 @@ def test_refill_gives_every_image_its_solo_result(assets, reference, tmp_path): 
   steps = {r['name']: r['steps'] for r in manifest(cfg.job.output_dir)}
   assert len(set(steps.values())) >= 3 and max(steps.values()) < 40, steps  # different stops, all early
   assert reference['merges'] >= 3  # slots really were refilled (the first fill and at least two refills)
+  # One program: refills are host-side row updates. XLA compiled the merge and the finished flags once,
+  # and the steps once per call length (the call sizer's), however many images passed through (at most:
+  # an earlier test in this process may have compiled the same program already).
+  compiled = reference['compiled']
+  assert compiled['_merge'] <= 1 and compiled['_finished'] <= 1, compiled
+  assert compiled['run_steps_impl'] <= len(reference['lengths']), (compiled, reference['lengths'])
   solo = _solo_runs(assets, reference['folder'], names, tmp_path)
   for name in names:
     stem = name[:-4]
