@@ -22,8 +22,8 @@ Settings (names ``<method>_<optimizer>_<lr>[_<schedule>_<T>][_random]``):
   the channels into subspaces of the discovered sizes (``clustering.random_partition``): does the
   discovered prior help, and by how much?
 
-Super-resolution runs a reduced set (``SR_SETTINGS``) to fit the CPU budget. Each finished setting is
-written to ``OUT/<task>/<setting>.json`` (+ ``.npz`` of the loss histories) and reused when its identity
+Super-resolution runs a reduced set (``REDUCED_SETTINGS``: no schedules, no lr below 0.01) to fit the CPU
+budget. Each finished setting is written to ``OUT/<task>/<setting>.json`` (+ ``.npz`` of the loss histories) and reused when its identity
 (settings, faces, steps, the generator's and masks' contents) matches. Writes ``OUT/convergence.md`` (the
 tables: every setting; for each method's best setting the steps to reach (a) mGANprior's quality at its
 own settings and iterations and (b) 99 % of its own final PSNR; per-face wins) and ``--plot``
@@ -81,8 +81,18 @@ _REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Only write the tables / 
 
 METRICS = ('psnr', 'ssim', 'lpips_alex', 'lpips_vgg')
 OWN_STEPS = tuple(sorted(set(presets.MGANPRIOR_ITERATIONS.values())))
-# The other tasks' reduced set (phase 1 names; phase 2 adds the random partition only).
-REDUCED_SETTINGS = ('pmsfc_adam_0.03', 'mganprior_sgd_1', 'mganprior_adam_0.03')
+# The other tasks' reduced set (phase 1 names; phase 2 adds the random partition only): mGANprior's own
+# settings and each method's Adam at 0.01 / 0.03 / 0.1 (reconstruction's best and its neighbours), so the
+# best lr is bracketed on every task.
+REDUCED_SETTINGS = (
+  'pmsfc_adam_0.03',
+  'mganprior_sgd_1',
+  'mganprior_adam_0.03',
+  'pmsfc_adam_0.1',
+  'pmsfc_adam_0.01',
+  'mganprior_adam_0.1',
+  'mganprior_adam_0.01',
+)
 
 
 def _lr_name(lr: float) -> str:
