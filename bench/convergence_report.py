@@ -193,8 +193,9 @@ def _wins_table(task: str, res: dict, at: int) -> list[str]:
   pm, mg = best_setting(res, 'pmsfc', at), best_setting(res, 'mganprior', at)
   if pm and mg:
     pairs.append((f'{pm} vs {mg}', res[pm], at, res[mg], at))
-  if pm and f'{pm}_random' in res:
-    pairs.append((f'{pm} vs the random partition', res[pm], at, res[f'{pm}_random'], at))
+  base = best_constant(res, 'pmsfc', at)  # the random partition runs at the best constant setting
+  if base and f'{base}_random' in res:
+    pairs.append((f'{base} vs the random partition', res[base], at, res[f'{base}_random'], at))
   own = _own(task, res)
   if pm and own is not None:
     pairs.append((f'{pm} @{at} vs mGANprior own @{own[1]}', res[pm], at, own[0], own[1]))

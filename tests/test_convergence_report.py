@@ -61,6 +61,13 @@ def test_wins_count_faces_and_the_mean_difference():
   # At 1600 both faces: PmSFC 32 / 33 against the random partition's 31 / 32: 2 wins, +1.000 dB.
   assert '| pmsfc_adam_0.03 vs the random partition | 2 : 0  (+1.000) | 2 : 0  (-0.001) |' in text
   assert 'pmsfc_adam_0.03 @1600 vs mGANprior own @3000' in text
+  # With a longer run of the best setting (the best by a tie at 1600), the ablation still pairs the base.
+  res = _sweep()
+  longer = [*res['pmsfc_adam_0.03']['metrics']['psnr'], [40, 41]]
+  res['pmsfc_adam_0.03_3200'] = _result(0.03, 'adam', [*STEPS, 3200], longer)
+  assert cr.best_setting(res, 'pmsfc', 1600) == 'pmsfc_adam_0.03_3200'
+  text = '\n'.join(cr._wins_table('reconstruct', res, 1600))
+  assert '| pmsfc_adam_0.03 vs the random partition | 2 : 0  (+1.000)' in text
 
 
 @pytest.mark.parametrize('window,tolerance', [(3, 0.1), (5, 0.02)])
