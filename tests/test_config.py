@@ -40,7 +40,18 @@ def test_invert_presets():
   sr = presets.invert('pmsfc,super_resolve')
   assert (sr.task.factor, sr.task.downsample) == (16, 'bilinear')
   f = presets.invert('fast')
-  assert f.optim.lr > 1e-3 and f.optim.optimizer == 'adam'
+  assert (f.optim.optimizer, f.optim.lr, f.optim.iterations, f.optim.schedule) == (
+    'adam',
+    0.03,
+    1000,
+    'constant',
+  )
+  # Super-resolution stops where the convergence sweep's PSNR stops rising (presets.FAST_SR_ITERATIONS).
+  for method in ('pmsfc', 'mganprior'):
+    fsr = presets.invert(f'{method},super_resolve,fast')
+    assert (fsr.optim.lr, fsr.optim.iterations) == (0.03, presets.FAST_SR_ITERATIONS) == (0.03, 400)
+    assert _differences(presets.invert(f'{method},fast'), fsr) == ['optim.iterations', 'task.name']
+  assert presets.invert('super_resolve,local').optim.iterations == 50
   assert presets.invert('local').loss.perceptual.resize is None
   assert presets.invert('super_resolve,local').task.factor == 4
   with pytest.raises(ValueError, match=r"unknown invert config preset\(s\) \['pmsfcc'\]"):
