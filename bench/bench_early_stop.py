@@ -106,7 +106,8 @@ def _inputs(root: pathlib.Path, paths: list[pathlib.Path]) -> tuple[pathlib.Path
     task = presets.reproduce_row(presets.reproduce(), 'pmsfc_fast', _TASK.value).task
     low, _ = reproduce.task_inputs(task, faces, faces.shape[1])
     (root / 'inputs').mkdir()
-    listed = [root / 'inputs' / f'{p.stem}.png' for p in paths]
+    listed = [(root / 'inputs' / f'{p.stem}.png').resolve() for p in paths]  # a listing's relative
+    # paths are read from the listing file's folder
     for p, x in zip(listed, low):
       images.save_image(p, x)
   listing_file = root / 'faces.txt'
