@@ -176,7 +176,9 @@ def _report(fixed: dict, early: dict) -> str:
     tables.markdown(header, rows),
     '',
     f'images per hour: early / fixed = {fixed["wall"] / early["wall"]:.2f}x (wall), '
-    f'{fixed["slot_steps"] / max(early["slot_steps"], 1):.2f}x (slot-steps run)',
+    f'{fixed["slot_steps"] / max(early["slot_steps"], 1):.2f}x (slot-steps run), '
+    f"{fixed['steps'].sum() / max(early['steps'].sum(), 1):.2f}x (the images' own steps: what a job of many "
+    'more images than slots approaches, the tail of empty or frozen slots then negligible)',
     f'PSNR change early - fixed: mean {d.mean():+.3f} dB (sd {d.std(ddof=1):.3f}; faces better / worse / '
     f'tied: {int((d > 0).sum())} / {int((d < 0).sum())} / {int((d == 0).sum())}); LPIPS-Alex change '
     f'{np.mean(early["lpips_alex"] - fixed["lpips_alex"]):+.4f}',
